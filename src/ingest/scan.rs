@@ -1,0 +1,1 @@
+//! `audithawk scan`: offline forensics over files, directories and stdin. (Being implemented.)

@@ -1,0 +1,1 @@
+//! `audithawk tail`: follows JSON-lines audit logs through rotation. (Being implemented.)

@@ -1,0 +1,1 @@
+//! `audithawk serve`: the API server's audit webhook backend. (Being implemented.)
