@@ -85,6 +85,13 @@ impl PipelineHandle {
         Ok(())
     }
 
+    /// A handle with no workers behind it: the caller receives the batches. For tests of
+    /// sources (they assert exactly what was accepted) and for embedding.
+    pub fn detached(capacity: usize, metrics: Arc<Metrics>) -> (PipelineHandle, mpsc::Receiver<Batch>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (PipelineHandle { tx, metrics }, rx)
+    }
+
     /// Whether the queue has room for one more batch.
     pub fn has_room(&self) -> bool {
         self.tx.capacity() > 0
