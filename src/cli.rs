@@ -1,6 +1,318 @@
-//! The command line. (Being implemented.)
+//! The command line: parses arguments, loads config and rules, and runs one command.
+//!
+//! This is the edge of the program: errors become messages on stderr and exit codes here
+//! (anyhow is used only in this module). Exit codes: 0 success; 1 the command ran and
+//! found what it was asked to fail on (`scan --fail-on`, `rules test`, `rules lint`,
+//! `config check`); 2 usage, configuration or rule errors that stopped it from running.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+use crate::engine::Engine;
+use crate::ingest::scan::{scan, ScanOptions};
+use crate::model::Level;
+use crate::rules::{LoadOptions, RuleSet};
+use crate::sinks::stdout::{render, Format};
+use crate::telemetry::{logging, Metrics};
+
+/// audithawk: Kubernetes audit-log streaming analyzer.
+#[derive(Debug, Parser)]
+#[command(name = "audithawk", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (YAML); defaults are embedded (`audithawk config default`).
+    #[arg(long, short = 'c', global = true, env = "AUDITHAWK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level (trace, debug, info, warn, error); AUDITHAWK_LOG overrides.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Rule sources, accepted by every command that evaluates rules.
+#[derive(Debug, Clone, Args, Default)]
+pub struct RuleArgs {
+    /// Add a user rule directory or file (repeatable).
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Add a user list file for `|expand` placeholders (repeatable).
+    #[arg(long = "lists", value_name = "FILE")]
+    pub lists: Vec<PathBuf>,
+    /// Load a Falco rules file as it is (repeatable).
+    #[arg(long = "rules-falco", value_name = "FILE")]
+    pub rules_falco: Vec<PathBuf>,
+    /// Do not load the built-in rules.
+    #[arg(long)]
+    pub no_builtin: bool,
+    /// Start even if some rules are broken (they are skipped and reported).
+    #[arg(long)]
+    pub skip_broken_rules: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan audit logs offline: files, directories (recursively, in time order), .gz, or `-` for stdin.
+    Scan(ScanArgs),
+    /// Manage rules: list, test, lint.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `scan` arguments.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Inputs: files, directories, or `-` for stdin.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Alert output: readable lines or JSON lines.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Exit with status 1 when an alert at or above this level fired (for CI).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+    pub fail_on: Option<Level>,
+    /// Cluster name attached to events and alerts.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// No summary on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// `rules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Print the rule catalog (id, level, tactic, technique, title).
+    List {
+        /// Rule sources.
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+    /// Check rules: load and compile them, warn about rules that can never match.
+    Lint {
+        /// Rule directories or files to lint (default: the built-in rules).
+        paths: Vec<PathBuf>,
+        /// Extra list files for `|expand`.
+        #[arg(long = "lists", value_name = "FILE")]
+        lists: Vec<PathBuf>,
+    },
+    /// Run every rule's positive and negative examples; non-zero on failure.
+    Test {
+        /// Rule directories or files (default: the built-in rules).
+        paths: Vec<PathBuf>,
+        /// Extra list files for `|expand`.
+        #[arg(long = "lists", value_name = "FILE")]
+        lists: Vec<PathBuf>,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file, listing every problem with its line.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the embedded default configuration (every key, documented).
+    Default,
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    Level::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of informational, low, medium, high, critical"))
+}
 
 /// Runs the CLI; returns the process exit code.
 pub fn run() -> i32 {
-    0
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("audithawk: {e:#}");
+            2
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| anyhow!("{e}")),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(cli: &Cli, cfg: &Config) {
+    let json = cli.log_format.unwrap_or(cfg.logging.format) == LogFormat::Json;
+    logging::init(json, cli.log_level.as_deref().unwrap_or(&cfg.logging.level));
+}
+
+/// Rule load options from config plus command-line flags (flags add to the config).
+pub fn load_options(cfg: &Config, args: &RuleArgs) -> LoadOptions {
+    let mut dirs = cfg.rules.dirs.clone();
+    dirs.extend(args.rules.iter().cloned());
+    let mut lists = cfg.rules.lists.clone();
+    lists.extend(args.lists.iter().cloned());
+    LoadOptions {
+        builtin: cfg.rules.builtin && !args.no_builtin,
+        dirs,
+        lists,
+        skip_broken: cfg.rules.skip_broken || args.skip_broken_rules,
+    }
+}
+
+/// Loads and compiles the rules, printing warnings; fails listing every error.
+pub fn load_rules(opts: &LoadOptions) -> Result<RuleSet> {
+    match RuleSet::load(opts) {
+        Ok((set, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(set)
+        }
+        Err(errors) => {
+            let mut msg = format!(
+                "{} rule error(s); fix them or pass --skip-broken-rules:",
+                errors.len()
+            );
+            for e in errors {
+                msg.push_str(&format!("\n  {e}"));
+            }
+            Err(anyhow!(msg))
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    let cfg = load_config(cli.config.as_ref())?;
+    init_logging(&cli, &cfg);
+    match cli.command {
+        Command::Scan(args) => cmd_scan(&cfg, args),
+        Command::Rules(cmd) => cmd_rules(&cfg, cmd),
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", crate::config::DEFAULT_YAML);
+            Ok(0)
+        }
+        Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(0)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                Ok(1)
+            }
+        },
+    }
+}
+
+fn cmd_scan(cfg: &Config, args: ScanArgs) -> Result<i32> {
+    let metrics = Arc::new(Metrics::new());
+    let rules = load_rules(&load_options(cfg, &args.rules))?;
+    let engine = Engine::new(Arc::new(rules), cfg.engine.dedup_capacity, metrics.clone());
+    let opts = ScanOptions {
+        paths: args.paths,
+        cluster: args.cluster.or_else(|| cfg.cluster.clone()),
+        max_event_bytes: cfg.serve.max_event_bytes,
+        progress: !args.no_progress,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let mut write_err: Option<std::io::Error> = None;
+    let summary = scan(&opts, &engine, &metrics, &mut |a| {
+        if write_err.is_none() {
+            if let Err(e) = writeln!(out, "{}", render(&a, args.format)) {
+                write_err = Some(e);
+            }
+        }
+    });
+    if let Err(e) = out.flush() {
+        write_err.get_or_insert(e);
+    }
+    drop(out);
+    if let Some(e) = write_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing alerts");
+        }
+    }
+    if !args.quiet {
+        eprint!("{}", summary.render());
+    }
+    let failed = args
+        .fail_on
+        .is_some_and(|min| summary.max_level().is_some_and(|l| l >= min));
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn cmd_rules(cfg: &Config, cmd: RulesCommand) -> Result<i32> {
+    match cmd {
+        RulesCommand::List { rules } => {
+            let set = load_rules(&load_options(cfg, &rules))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<38} {:<13} {:<22} {:<12} TITLE",
+                "ID", "LEVEL", "TACTIC", "TECHNIQUE"
+            )?;
+            for r in set.rules() {
+                let m = &r.meta;
+                writeln!(
+                    out,
+                    "{:<38} {:<13} {:<22} {:<12} {}",
+                    m.id,
+                    m.level.as_str(),
+                    m.tactics().first().map(String::as_str).unwrap_or("-"),
+                    m.techniques().first().map(String::as_str).unwrap_or("-"),
+                    m.title
+                )?;
+            }
+            Ok(0)
+        }
+        RulesCommand::Lint { paths, lists } | RulesCommand::Test { paths, lists } => {
+            let opts = LoadOptions {
+                builtin: paths.is_empty(),
+                dirs: paths,
+                lists,
+                skip_broken: false,
+            };
+            match RuleSet::load(&opts) {
+                Ok((set, warnings)) => {
+                    for w in &warnings {
+                        println!("warning: {w}");
+                    }
+                    println!(
+                        "{} rules loaded, {} warnings",
+                        set.rules().len(),
+                        warnings.len()
+                    );
+                    Ok(0)
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        println!("error: {e}");
+                    }
+                    Ok(1)
+                }
+            }
+        }
+    }
 }
