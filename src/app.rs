@@ -1,0 +1,165 @@
+//! Long-running commands: `serve`, `tail` and `demo` wiring ingest, pipeline and sinks.
+//!
+//! Shutdown order matters and is the same everywhere:
+//! 1. the source stops taking new input (the webhook stops accepting and finishes in-flight
+//!    requests; the tailer finishes its batch and commits its checkpoint);
+//! 2. the last pipeline handle is dropped, so the workers drain the queue and exit;
+//! 3. the sinks flush what they hold, within `shutdown_timeout`.
+//!
+//! Nothing that was answered with 200 (or read and checkpointed) is dropped on the way.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, SinkConfig};
+use crate::engine::Engine;
+use crate::ingest::webhook::{WebhookConfig, WebhookServer};
+use crate::pipeline::{Pipeline, PipelineHandle};
+use crate::rules::RuleSet;
+use crate::sinks::file::{FileSink, FileSinkConfig};
+use crate::sinks::stdout::StdoutSink;
+use crate::sinks::{BatchPolicy, RetryPolicy, Router, Sink, SinkDriver};
+use crate::telemetry::Metrics;
+
+/// Errors that stop a long-running command.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A sink could not be built.
+    #[error("sink {index} ({kind}): {message}")]
+    Sink {
+        /// Position in `sinks`.
+        index: usize,
+        /// Sink type.
+        kind: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The webhook server failed.
+    #[error(transparent)]
+    Webhook(#[from] crate::ingest::webhook::WebhookError),
+    /// The tailer failed.
+    #[error(transparent)]
+    Tail(#[from] crate::ingest::tail::TailError),
+    /// Something else (I/O while reading the token file, the demo's HTTP client).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Builds one driver per configured sink.
+pub fn build_router(sinks: &[SinkConfig], metrics: &Arc<Metrics>) -> Result<Router, AppError> {
+    let mut drivers = Vec::new();
+    for (index, s) in sinks.iter().enumerate() {
+        let (sink, route, kind): (Arc<dyn Sink>, _, &'static str) = match s {
+            SinkConfig::Stdout { format, route } => (Arc::new(StdoutSink::new(*format)), route, "stdout"),
+            SinkConfig::File { path, max_bytes, keep, route } => {
+                let sink = FileSink::open(FileSinkConfig { path: path.clone(), max_bytes: *max_bytes, keep: *keep })
+                    .map_err(|e| AppError::Sink { index, kind: "file", message: format!("{}: {e}", path.display()) })?;
+                (Arc::new(sink), route, "file")
+            }
+        };
+        let _ = kind;
+        // Terminal sinks flush quickly; a short batch timeout keeps alerts prompt.
+        let batch = BatchPolicy { timeout: Duration::from_millis(100), ..BatchPolicy::default() };
+        drivers.push(SinkDriver::spawn(sink, route.to_route(), batch, RetryPolicy::default(), 10_000, metrics.clone()));
+    }
+    Ok(Router::new(drivers))
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("Shutdown signal received; draining.");
+}
+
+/// Starts the pipeline with the configured sinks.
+pub fn start_pipeline(
+    cfg: &Config,
+    rules: RuleSet,
+    metrics: &Arc<Metrics>,
+) -> Result<(Pipeline, PipelineHandle), AppError> {
+    let engine = Arc::new(Engine::new(Arc::new(rules), cfg.engine.dedup_capacity, metrics.clone()));
+    let router = build_router(&cfg.sinks, metrics)?;
+    let workers = match cfg.engine.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    Ok(Pipeline::start(engine, router, workers, cfg.engine.queue_capacity, metrics.clone()))
+}
+
+/// The webhook settings from the config.
+pub fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AppError> {
+    let listen = cfg
+        .serve
+        .listen
+        .parse()
+        .map_err(|_| AppError::Other(format!("serve.listen {:?} is not an address", cfg.serve.listen)))?;
+    let tls = match (&cfg.serve.tls.cert, &cfg.serve.tls.key) {
+        (Some(cert), Some(key)) => Some(crate::ingest::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: cfg.serve.tls.client_ca.clone(),
+        }),
+        _ => None,
+    };
+    let bearer_token = cfg
+        .bearer_token()
+        .map_err(|e| AppError::Other(format!("serve.bearer_token_file: {e}")))?;
+    Ok(WebhookConfig {
+        listen,
+        tls,
+        bearer_token,
+        max_body_bytes: cfg.serve.max_body_bytes,
+        max_event_bytes: cfg.serve.max_event_bytes,
+        default_cluster: cfg.cluster.clone(),
+        retry_after_secs: cfg.serve.retry_after_secs,
+        header_read_timeout: cfg.serve.header_read_timeout.0,
+        idle_timeout: cfg.serve.idle_timeout.0,
+        max_connections: cfg.serve.max_connections,
+        shutdown_timeout: cfg.shutdown_timeout.0,
+        ..WebhookConfig::default()
+    })
+}
+
+/// `audithawk serve`: runs until `shutdown` resolves, then drains and flushes.
+pub async fn serve(
+    cfg: &Config,
+    rules: RuleSet,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let (pipeline, handle) = start_pipeline(cfg, rules, &metrics)?;
+    let server = WebhookServer::bind(webhook_config(cfg)?, handle, metrics.clone()).await?;
+    tracing::info!(addr = %server.local_addr(), "Listening for audit events.");
+    server.run(shutdown).await?;
+    finish(pipeline, cfg).await;
+    Ok(())
+}
+
+/// Drains the pipeline and flushes sinks within the configured deadline.
+pub async fn finish(pipeline: Pipeline, cfg: &Config) {
+    if !pipeline.shutdown(cfg.shutdown_timeout.0).await {
+        tracing::error!(
+            timeout = ?cfg.shutdown_timeout.0,
+            "Sinks did not flush within the shutdown timeout; some alerts may not have been delivered."
+        );
+    }
+}
