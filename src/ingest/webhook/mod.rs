@@ -498,8 +498,12 @@ impl Conn {
         peer: SocketAddr,
         handshake_timeout: Duration,
     ) {
+        // Pinned outside the select so that on failure the socket stays open until the
+        // failure is counted: a client that sees the connection close can rely on the metric.
+        let accept = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+        tokio::pin!(accept);
         let handshake = tokio::select! {
-            r = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => r,
+            r = &mut accept => r,
             _ = self.stop.wait_for(|s| *s) => return,
         };
         let reason = match handshake {
