@@ -1048,3 +1048,48 @@ async fn throughput() {
         (posts * body.len()) as f64 / secs / (1 << 20) as f64
     );
 }
+
+/// The audit2rbac demo log (37 real v1 events from a log backend), re-shaped the way the
+/// webhook backend sends them: one EventList, items without kind/apiVersion.
+#[tokio::test]
+async fn corpus_log_events_posted_as_a_webhook_batch() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpus/audit2rbac__demo.log");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        println!("SKIP: {} is absent", path.display());
+        return;
+    };
+    let mut ids = Vec::new();
+    let items: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("corpus line is JSON");
+            let obj = v.as_object_mut().expect("corpus line is an object");
+            obj.remove("kind");
+            obj.remove("apiVersion");
+            ids.push(obj["auditID"].as_str().expect("auditID").to_string());
+            v.to_string()
+        })
+        .collect();
+    assert!(!items.is_empty());
+    let pki = Pki::new();
+    let mut srv = Server::plain(tls_config(&pki, true)).await;
+    let c = client(Some(&pki), Some(&pki.client));
+    let (status, v) = json(
+        apiserver_post(&c, &srv.url("/audit/demo"), event_list(&items))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepted"], items.len());
+    let got: Vec<_> = srv
+        .batch()
+        .events
+        .iter()
+        .map(|e| e.audit_id().to_string())
+        .collect();
+    assert_eq!(got, ids);
+}
