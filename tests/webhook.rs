@@ -912,14 +912,25 @@ async fn graceful_shutdown_completes_the_in_flight_request() {
 
 #[tokio::test]
 async fn shutdown_returns_promptly_when_idle() {
-    let srv = Server::plain(WebhookConfig::default()).await;
+    // With an hour for every timeout, only closing idle connections at shutdown lets run()
+    // return.
+    let hour = Duration::from_secs(3600);
+    let srv = Server::plain(WebhookConfig {
+        shutdown_timeout: hour,
+        header_read_timeout: hour,
+        idle_timeout: hour,
+        ..WebhookConfig::default()
+    })
+    .await;
     let c = client(None, None);
     assert_eq!(
         c.get(srv.url("/healthz")).send().await.unwrap().status(),
         200
     );
     // A keep-alive connection stays open in `c`'s pool; shutdown must still finish.
-    let mut rx = srv.shutdown().await;
+    let mut rx = tokio::time::timeout(Duration::from_secs(20), srv.shutdown())
+        .await
+        .expect("idle connections are closed at shutdown");
     assert!(rx.recv().await.is_none());
 }
 
@@ -927,10 +938,19 @@ async fn shutdown_returns_promptly_when_idle() {
 async fn slow_clients_are_disconnected() {
     let pki = Pki::new();
     let t = Duration::from_millis(300);
+    // Every other timeout is an hour, so each case proves that its own timeout fired.
+    let hour = Duration::from_secs(3600);
+    let patient = WebhookConfig {
+        header_read_timeout: hour,
+        body_read_timeout: hour,
+        idle_timeout: hour,
+        tls_handshake_timeout: hour,
+        ..WebhookConfig::default()
+    };
     // Idle: connects and sends nothing.
     let srv = Server::plain(WebhookConfig {
         idle_timeout: t,
-        ..WebhookConfig::default()
+        ..patient.clone()
     })
     .await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
@@ -939,7 +959,7 @@ async fn slow_clients_are_disconnected() {
     // Slow head.
     let srv = Server::plain(WebhookConfig {
         header_read_timeout: t,
-        ..WebhookConfig::default()
+        ..patient.clone()
     })
     .await;
     let resp = raw(
@@ -952,7 +972,7 @@ async fn slow_clients_are_disconnected() {
     // Slow body.
     let srv = Server::plain(WebhookConfig {
         body_read_timeout: t,
-        ..WebhookConfig::default()
+        ..patient.clone()
     })
     .await;
     let resp = raw(
@@ -965,7 +985,8 @@ async fn slow_clients_are_disconnected() {
     // Slow TLS handshake.
     let srv = Server::plain(WebhookConfig {
         tls_handshake_timeout: t,
-        ..tls_config(&pki, true)
+        tls: tls_config(&pki, true).tls,
+        ..patient.clone()
     })
     .await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
