@@ -34,11 +34,16 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Vec::with_capacity(400),
             |mut out: Vec<AuditEvent<'static>>| {
-                decode_value(&body, &Location::body(), DecodeLimits::default(), &mut |r| {
-                    if let Ok(ev) = r {
-                        out.push(ev.into_owned());
-                    }
-                })
+                decode_value(
+                    &body,
+                    &Location::body(),
+                    DecodeLimits::default(),
+                    &mut |r| {
+                        if let Ok(ev) = r {
+                            out.push(ev.into_owned());
+                        }
+                    },
+                )
                 .expect("valid body");
                 out.len()
             },

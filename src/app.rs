@@ -38,9 +38,6 @@ pub enum AppError {
     /// The webhook server failed.
     #[error(transparent)]
     Webhook(#[from] crate::ingest::webhook::WebhookError),
-    /// The tailer failed.
-    #[error(transparent)]
-    Tail(#[from] crate::ingest::tail::TailError),
     /// Something else (I/O while reading the token file, the demo's HTTP client).
     #[error("{0}")]
     Other(String),
@@ -51,17 +48,42 @@ pub fn build_router(sinks: &[SinkConfig], metrics: &Arc<Metrics>) -> Result<Rout
     let mut drivers = Vec::new();
     for (index, s) in sinks.iter().enumerate() {
         let (sink, route, kind): (Arc<dyn Sink>, _, &'static str) = match s {
-            SinkConfig::Stdout { format, route } => (Arc::new(StdoutSink::new(*format)), route, "stdout"),
-            SinkConfig::File { path, max_bytes, keep, route } => {
-                let sink = FileSink::open(FileSinkConfig { path: path.clone(), max_bytes: *max_bytes, keep: *keep })
-                    .map_err(|e| AppError::Sink { index, kind: "file", message: format!("{}: {e}", path.display()) })?;
+            SinkConfig::Stdout { format, route } => {
+                (Arc::new(StdoutSink::new(*format)), route, "stdout")
+            }
+            SinkConfig::File {
+                path,
+                max_bytes,
+                keep,
+                route,
+            } => {
+                let sink = FileSink::open(FileSinkConfig {
+                    path: path.clone(),
+                    max_bytes: *max_bytes,
+                    keep: *keep,
+                })
+                .map_err(|e| AppError::Sink {
+                    index,
+                    kind: "file",
+                    message: format!("{}: {e}", path.display()),
+                })?;
                 (Arc::new(sink), route, "file")
             }
         };
         let _ = kind;
         // Terminal sinks flush quickly; a short batch timeout keeps alerts prompt.
-        let batch = BatchPolicy { timeout: Duration::from_millis(100), ..BatchPolicy::default() };
-        drivers.push(SinkDriver::spawn(sink, route.to_route(), batch, RetryPolicy::default(), 10_000, metrics.clone()));
+        let batch = BatchPolicy {
+            timeout: Duration::from_millis(100),
+            ..BatchPolicy::default()
+        };
+        drivers.push(SinkDriver::spawn(
+            sink,
+            route.to_route(),
+            batch,
+            RetryPolicy::default(),
+            10_000,
+            metrics.clone(),
+        ));
     }
     Ok(Router::new(drivers))
 }
@@ -96,22 +118,33 @@ pub fn start_pipeline(
     rules: RuleSet,
     metrics: &Arc<Metrics>,
 ) -> Result<(Pipeline, PipelineHandle), AppError> {
-    let engine = Arc::new(Engine::new(Arc::new(rules), cfg.engine.dedup_capacity, metrics.clone()));
+    let engine = Arc::new(Engine::new(
+        Arc::new(rules),
+        cfg.engine.dedup_capacity,
+        metrics.clone(),
+    ));
     let router = build_router(&cfg.sinks, metrics)?;
     let workers = match cfg.engine.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    Ok(Pipeline::start(engine, router, workers, cfg.engine.queue_capacity, metrics.clone()))
+    Ok(Pipeline::start(
+        engine,
+        router,
+        workers,
+        cfg.engine.queue_capacity,
+        metrics.clone(),
+    ))
 }
 
 /// The webhook settings from the config.
 pub fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AppError> {
-    let listen = cfg
-        .serve
-        .listen
-        .parse()
-        .map_err(|_| AppError::Other(format!("serve.listen {:?} is not an address", cfg.serve.listen)))?;
+    let listen = cfg.serve.listen.parse().map_err(|_| {
+        AppError::Other(format!(
+            "serve.listen {:?} is not an address",
+            cfg.serve.listen
+        ))
+    })?;
     let tls = match (&cfg.serve.tls.cert, &cfg.serve.tls.key) {
         (Some(cert), Some(key)) => Some(crate::ingest::tls::TlsFiles {
             cert: cert.clone(),

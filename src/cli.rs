@@ -61,6 +61,8 @@ pub struct RuleArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the webhook backend receiver: POST /audit and /audit/{cluster}.
+    Serve(ServeArgs),
     /// Scan audit logs offline: files, directories (recursively, in time order), .gz, or `-` for stdin.
     Scan(ScanArgs),
     /// Manage rules: list, test, lint.
@@ -69,6 +71,35 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// `serve` arguments (they override the config file).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address (default 0.0.0.0:8443).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// PEM certificate chain; with --tls-key enables TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// File holding the bearer token the API server must send.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Cluster name for `POST /audit` (the path `/audit/{cluster}` overrides it).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Alerts to stdout in this format (replaces the configured sinks).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
 }
 
 /// `scan` arguments.
@@ -206,6 +237,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let cfg = load_config(cli.config.as_ref())?;
     init_logging(&cli, &cfg);
     match cli.command {
+        Command::Serve(args) => cmd_serve(cfg, args),
         Command::Scan(args) => cmd_scan(&cfg, args),
         Command::Rules(cmd) => cmd_rules(&cfg, cmd),
         Command::Config(ConfigCommand::Default) => {
@@ -223,6 +255,62 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
         },
     }
+}
+
+/// Replaces the configured sinks with one stdout sink when `--format` is given.
+fn stdout_override(cfg: &mut Config, format: Option<Format>) {
+    if let Some(format) = format {
+        cfg.sinks = vec![crate::config::SinkConfig::Stdout {
+            format,
+            route: Default::default(),
+        }];
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn cmd_serve(mut cfg: Config, args: ServeArgs) -> Result<i32> {
+    if let Some(l) = args.listen {
+        cfg.serve.listen = l;
+    }
+    if args.tls_cert.is_some() {
+        cfg.serve.tls.cert = args.tls_cert;
+        cfg.serve.tls.key = args.tls_key;
+    }
+    if args.client_ca.is_some() {
+        cfg.serve.tls.client_ca = args.client_ca;
+    }
+    if let Some(t) = args.token_file {
+        cfg.serve.bearer_token = None;
+        cfg.serve.bearer_token_file = Some(t);
+    }
+    if args.cluster.is_some() {
+        cfg.cluster = args.cluster;
+    }
+    stdout_override(&mut cfg, args.format);
+    // Flags bypass the file's validation, so validate the merged result again.
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|(k, m)| format!("`{k}`: {m}"))
+            .collect();
+        return Err(anyhow!("invalid settings:\n  {}", list.join("\n  ")));
+    }
+    let rules = load_rules(&load_options(&cfg, &args.rules))?;
+    let metrics = Arc::new(Metrics::new());
+    runtime()?.block_on(crate::app::serve(
+        &cfg,
+        rules,
+        metrics,
+        crate::app::shutdown_signal(),
+    ))?;
+    Ok(0)
 }
 
 fn cmd_scan(cfg: &Config, args: ScanArgs) -> Result<i32> {

@@ -7,7 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_audithawk"));
-    c.env_remove("AUDITHAWK_CONFIG").env("AUDITHAWK_LOG", "error");
+    c.env_remove("AUDITHAWK_CONFIG")
+        .env("AUDITHAWK_LOG", "error");
     c
 }
 
@@ -32,7 +33,13 @@ fn run(args: &[&str]) -> Output {
 fn fixture_scan(extra: &[&str]) -> Output {
     let rules = fixtures().join("rules");
     let events = fixtures().join("events.jsonl");
-    let mut args = vec!["scan", "--no-builtin", "--rules", rules.to_str().unwrap(), events.to_str().unwrap()];
+    let mut args = vec![
+        "scan",
+        "--no-builtin",
+        "--rules",
+        rules.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     run(&args)
 }
@@ -40,14 +47,24 @@ fn fixture_scan(extra: &[&str]) -> Output {
 #[test]
 fn json_alerts_summary_and_bad_lines() {
     let out = fixture_scan(&["--format", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let alerts: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let alerts: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     // mallory's get (the RequestReceived copy is stage-skipped, the re-sent duplicate is
     // dropped) and bob's list; the kubelet is excluded by the rule.
     assert_eq!(alerts.len(), 2, "{stdout}");
     assert_eq!(alerts[0]["user"]["name"], "mallory@example.com");
-    assert_eq!(alerts[0]["rule"]["id"], "7d2a4f0e-1c3b-4e5d-8f6a-0b1c2d3e4f5a");
+    assert_eq!(
+        alerts[0]["rule"]["id"],
+        "7d2a4f0e-1c3b-4e5d-8f6a-0b1c2d3e4f5a"
+    );
     assert_eq!(alerts[0]["threat"]["technique"][0]["id"], "T1552.007");
     assert_eq!(alerts[0]["@timestamp"], "2026-11-02T10:00:00.002001Z");
     assert_eq!(alerts[1]["user"]["name"], "bob@example.com");
@@ -55,23 +72,42 @@ fn json_alerts_summary_and_bad_lines() {
     assert!(stderr.contains("events: 6"), "{stderr}");
     assert!(stderr.contains("bad records: 2"), "{stderr}");
     assert!(stderr.contains("duplicates: 1"), "{stderr}");
-    assert!(stderr.contains("events.jsonl: line 6: invalid event"), "bad line reported with its number: {stderr}");
-    assert!(stderr.contains("events.jsonl: line 7: invalid event"), "{stderr}");
+    assert!(
+        stderr.contains("events.jsonl: line 6: invalid event"),
+        "bad line reported with its number: {stderr}"
+    );
+    assert!(
+        stderr.contains("events.jsonl: line 7: invalid event"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn secrets_never_reach_the_output() {
     let out = fixture_scan(&["--format", "json"]);
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!all.contains("aHVudGVyMi1zdXBlci1zZWNyZXQ="), "Secret data leaked");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains("aHVudGVyMi1zdXBlci1zZWNyZXQ="),
+        "Secret data leaked"
+    );
     assert!(!all.contains("s3cr3t-t0ken"), "token in URI leaked");
     assert!(all.contains("token=***REDACTED***"));
 }
 
 #[test]
 fn fail_on_sets_the_exit_status() {
-    assert_eq!(fixture_scan(&["--fail-on", "high", "-q"]).status.code(), Some(1));
-    assert_eq!(fixture_scan(&["--fail-on", "critical", "-q"]).status.code(), Some(0));
+    assert_eq!(
+        fixture_scan(&["--fail-on", "high", "-q"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        fixture_scan(&["--fail-on", "critical", "-q"]).status.code(),
+        Some(0)
+    );
     let bad = fixture_scan(&["--fail-on", "severe"]);
     assert_eq!(bad.status.code(), Some(2));
 }
@@ -84,7 +120,15 @@ fn gzip_from_stdin() {
     let gz = enc.finish().unwrap();
     let rules = fixtures().join("rules");
     let mut child = bin()
-        .args(["scan", "--no-builtin", "--rules", rules.to_str().unwrap(), "--format", "json", "-"])
+        .args([
+            "scan",
+            "--no-builtin",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--format",
+            "json",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -105,14 +149,32 @@ fn broken_rule_names_file_and_line() {
     )
     .unwrap();
     let events = fixtures().join("events.jsonl");
-    let out = run(&["scan", "--no-builtin", "--rules", dir.path().to_str().unwrap(), events.to_str().unwrap()]);
+    let out = run(&[
+        "scan",
+        "--no-builtin",
+        "--rules",
+        dir.path().to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yml"), "{err}");
     assert!(err.contains("nosuchmodifier"), "{err}");
     // With --skip-broken-rules the scan runs.
-    let ok = run(&["scan", "--no-builtin", "--skip-broken-rules", "--rules", dir.path().to_str().unwrap(), events.to_str().unwrap()]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = run(&[
+        "scan",
+        "--no-builtin",
+        "--skip-broken-rules",
+        "--rules",
+        dir.path().to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let lint = run(&["rules", "lint", dir.path().to_str().unwrap()]);
     assert_eq!(lint.status.code(), Some(1));
 }
@@ -121,7 +183,11 @@ fn broken_rule_names_file_and_line() {
 fn config_check_lists_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.yaml");
-    std::fs::write(&f, "serve:\n  listen: nowhere\n  colour: blue\nengine:\n  queue_capacity: 0\n").unwrap();
+    std::fs::write(
+        &f,
+        "serve:\n  listen: nowhere\n  colour: blue\nengine:\n  queue_capacity: 0\n",
+    )
+    .unwrap();
     let out = run(&["config", "check", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -131,7 +197,10 @@ fn config_check_lists_every_problem() {
     // The embedded default passes its own check.
     let def = run(&["config", "default"]);
     std::fs::write(&f, &def.stdout).unwrap();
-    assert_eq!(run(&["config", "check", f.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(
+        run(&["config", "check", f.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
     // A bad config stops every command with status 2.
     std::fs::write(&f, "bogus: 1\n").unwrap();
     let out = run(&["--config", f.to_str().unwrap(), "rules", "list"]);
@@ -144,7 +213,10 @@ fn config_check_lists_every_problem() {
 fn scans_every_corpus_file() {
     let Some(shared) = shared() else { return };
     let corpus = shared.join("corpus");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     for f in files {
         if f.file_name().is_some_and(|n| n == "PROVENANCE.txt") {
@@ -170,6 +242,9 @@ fn scans_every_corpus_file() {
         let out = run(&["scan", traces.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
-        assert!(err.contains("fal_01_003.json"), "the malformed trace is reported: {err}");
+        assert!(
+            err.contains("fal_01_003.json"),
+            "the malformed trace is reported: {err}"
+        );
     }
 }
