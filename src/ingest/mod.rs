@@ -5,6 +5,7 @@
 //! - [`scan`]: `audithawk scan`, offline forensics over files, directories and stdin.
 //! - [`reader`]: streaming record reader shared by scan and tail (format auto-detection).
 
+pub mod checkpoint;
 pub mod reader;
 pub mod scan;
 pub mod tail;
