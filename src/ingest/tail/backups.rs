@@ -137,6 +137,8 @@ pub(crate) struct Backup {
     pub ino: u64,
     /// Rotation order key (ms since the epoch).
     pub order: i64,
+    /// Which rotation scheme the name belongs to.
+    pub kind: NameKind,
     /// Content fingerprint, when its head is complete.
     pub fp: Option<Fingerprint>,
 }
@@ -218,6 +220,7 @@ pub(crate) fn list_backups(followed: &Path, cache: &mut FpCache) -> io::Result<V
             dev: meta.dev(),
             ino: meta.ino(),
             order,
+            kind,
             fp,
         });
     }

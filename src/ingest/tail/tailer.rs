@@ -23,7 +23,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::backups::{backup_kind, dedup_twins, list_backups, Backup, FpCache};
+use super::backups::{backup_kind, dedup_twins, list_backups, Backup, FpCache, NameKind};
 use super::generation::{Gen, Pump};
 use super::{PollStats, StartAt, TailConfig, TailError, TailLine};
 use crate::ingest::checkpoint::{self, Checkpoint, FileCheckpoint, Fingerprint};
@@ -396,22 +396,30 @@ impl Followed {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let mut rotated = false;
         if let Some(cur) = self.current.as_mut() {
             let same = meta.as_ref().is_some_and(|m| m.dev() == cur.dev && m.ino() == cur.ino);
             let truncated = cur.truncated()?;
-            // We never saw a byte of this generation: a copy that appeared since may hold
-            // content that was truncated away before we could read it.
-            let unseen = same && !truncated && cur.read_pos == 0 && cur.fp.is_none();
-            if truncated || unseen {
+            // We have not seen a complete head of this generation yet (nothing delivered,
+            // at most a partial first line held). Its prefix cannot prove a truncation (every
+            // audit line starts alike), but a copy that appeared since can: it holds content
+            // truncated away before we could read it.
+            let unidentified = !truncated && cur.fp.is_none();
+            if truncated || unidentified {
                 let listing = list_backups(&self.path, cache)?;
                 let now_fp = cur.head_fp_now()?;
                 let (old_fp, off, line, ino) = (cur.fp, cur.offset, cur.line, (cur.dev, cur.ino));
                 let mut cands = self.unknown(&listing, now_fp, Some(ino));
-                if truncated {
+                if !same {
+                    // Also rotated or deleted: lumberjack-named backups are newer generations
+                    // (queued after this one, below); only logrotate copies can hold this
+                    // file's earlier content.
+                    cands.retain(|b| b.kind == NameKind::Logrotate);
+                }
+                let reset = truncated || !cands.is_empty();
+                if reset {
                     stats.truncations += 1;
                     tracing::info!(path = %self.path.display(), "File truncated in place (copytruncate); reading its copy, then from the start.");
-                    if off > 0 {
+                    if truncated && off > 0 {
                         match cands.iter().position(|b| b.fp == old_fp) {
                             Some(i) => {
                                 let b = cands.remove(i);
@@ -428,16 +436,18 @@ impl Followed {
                 for b in &cands {
                     self.enqueue(b, 0, 0, stats);
                 }
-                self.known.extend(listing.iter().filter_map(|b| b.fp).filter(|fp| Some(*fp) != now_fp));
+                if same {
+                    // Copies that were not followed by a truncation duplicate what we read.
+                    self.known.extend(listing.iter().filter_map(|b| b.fp).filter(|fp| Some(*fp) != now_fp));
+                }
                 let known = self.known.clone();
                 let cur = self.current.as_mut().expect("checked above");
-                if truncated {
+                if reset {
                     cur.reset()?;
                 }
                 cur.known_before = known;
             }
             if !same {
-                rotated = true;
                 // Renamed away (rotation) or deleted: finish it through our descriptor, then
                 // move on to whatever is at the path now.
                 stats.rotations += 1;
@@ -452,12 +462,9 @@ impl Followed {
         }
         if self.current.is_none() {
             let cur = open_if_exists(&self.path)?;
-            if cur.is_none() && !rotated {
-                // Still absent; nothing can have been rotated meanwhile.
-                return Ok(());
-            }
-            // Everything rotated since the last generation we know of, oldest first (also
-            // when the path is gone: a copy made before the deletion is still ours).
+            // Everything rotated since the last generation we know of, oldest first. Also
+            // while the path is absent: a file may have been created, written and rotated
+            // between two polls (or a copy made just before a deletion).
             let listing = list_backups(&self.path, cache)?;
             let cands = self.unknown(
                 &listing,
