@@ -50,7 +50,11 @@ impl Dir {
         Tailer::new(self.cfg()).unwrap()
     }
     fn append_to(&self, p: &Path, bytes: &[u8]) {
-        let mut f = OpenOptions::new().create(true).append(true).open(p).unwrap();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap();
         f.write_all(bytes).unwrap();
     }
     /// Appends complete lines `prefix-a..prefix-b`.
@@ -86,7 +90,8 @@ impl Dir {
         let data = fs::read(b).unwrap();
         let mtime = fs::metadata(b).unwrap().modified().unwrap();
         let gz = PathBuf::from(format!("{}.gz", b.display()));
-        let mut enc = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
         enc.write_all(&data).unwrap();
         enc.finish().unwrap().set_modified(mtime).unwrap();
         fs::remove_file(b).unwrap();
@@ -97,8 +102,18 @@ impl Dir {
         let t = self.tick();
         let c = self.at(&format!("audit.log.{n}"));
         fs::copy(self.path(), &c).unwrap();
-        File::options().write(true).open(&c).unwrap().set_modified(t).unwrap();
-        File::options().write(true).open(self.path()).unwrap().set_len(0).unwrap();
+        File::options()
+            .write(true)
+            .open(&c)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        File::options()
+            .write(true)
+            .open(self.path())
+            .unwrap()
+            .set_len(0)
+            .unwrap();
         c
     }
 }
@@ -110,8 +125,13 @@ fn poll_ids(t: &mut Tailer) -> (Vec<String>, PollStats) {
     loop {
         let s = t
             .poll(&mut |l| {
-                let v: serde_json::Value = serde_json::from_str(l.text).unwrap_or(serde_json::Value::Null);
-                got.push(v["auditID"].as_str().map_or_else(|| l.text.to_string(), str::to_string));
+                let v: serde_json::Value =
+                    serde_json::from_str(l.text).unwrap_or(serde_json::Value::Null);
+                got.push(
+                    v["auditID"]
+                        .as_str()
+                        .map_or_else(|| l.text.to_string(), str::to_string),
+                );
             })
             .unwrap();
         total.lines += s.lines;
@@ -200,7 +220,12 @@ fn copytruncate_without_a_copy_counts_the_loss() {
     d.write(&["a1"]);
     poll_ids(&mut t);
     d.write(&["a2"]);
-    File::options().write(true).open(d.path()).unwrap().set_len(0).unwrap();
+    File::options()
+        .write(true)
+        .open(d.path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     d.write(&["b1"]);
     let (got, s) = poll_ids(&mut t);
     assert_eq!(got, ids(&["b1"]));
@@ -247,7 +272,10 @@ fn overlong_lines_are_skipped_and_counted() {
     assert_eq!(poll_ids(&mut t).0, ids(&["a1"]));
     d.append_to(&d.path(), &vec![b'y'; 3000]);
     d.append_to(&d.path(), b"\n");
-    d.append_to(&d.path(), format!("{}\n{}\n", "z".repeat(1500), event_line("a2", 1)).as_bytes());
+    d.append_to(
+        &d.path(),
+        format!("{}\n{}\n", "z".repeat(1500), event_line("a2", 1)).as_bytes(),
+    );
     let (got, s) = poll_ids(&mut t);
     assert_eq!(got, ids(&["a2"]));
     assert_eq!(s.too_long, 2);
@@ -348,14 +376,21 @@ fn from_end_skips_existing_content_on_first_start_only() {
     drop(t);
     d.write(&["new2"]);
     let mut t = Tailer::new(cfg).unwrap();
-    assert_eq!(poll_ids(&mut t).0, ids(&["new2"]), "a checkpoint wins over --from end");
+    assert_eq!(
+        poll_ids(&mut t).0,
+        ids(&["new2"]),
+        "a checkpoint wins over --from end"
+    );
 }
 
 #[test]
 fn globs_pick_up_new_files_but_not_backups() {
     let mut d = Dir::new();
     d.write(&["a1"]);
-    d.append_to(&d.at("other.log"), format!("{}\n", event_line("o1", 1)).as_bytes());
+    d.append_to(
+        &d.at("other.log"),
+        format!("{}\n", event_line("o1", 1)).as_bytes(),
+    );
     d.append_to(
         &d.at("audit-2020-01-01T00-00-00.000.log"),
         format!("{}\n", event_line("old", 1)).as_bytes(),
@@ -370,14 +405,21 @@ fn globs_pick_up_new_files_but_not_backups() {
     followed.sort();
     assert_eq!(followed, vec![d.path(), d.at("other.log")]);
     // A file created after the start is read from its beginning.
-    d.append_to(&d.at("new.log"), format!("{}\n", event_line("n1", 1)).as_bytes());
+    d.append_to(
+        &d.at("new.log"),
+        format!("{}\n", event_line("n1", 1)).as_bytes(),
+    );
     d.write(&["a2"]);
     d.rotate();
     d.write(&["b1"]);
     let mut got = poll_ids(&mut t).0;
     got.sort();
     assert_eq!(got, ids(&["a2", "b1", "n1"]));
-    assert_eq!(t.followed_paths().len(), 3, "the new backup is not followed on its own");
+    assert_eq!(
+        t.followed_paths().len(),
+        3,
+        "the new backup is not followed on its own"
+    );
 }
 
 #[test]
@@ -393,7 +435,11 @@ fn budget_splits_a_backlog_and_checkpoints_mid_backup() {
     d.write(&["b1"]);
     let mut got = Vec::new();
     let s = t
-        .poll(&mut |l| got.push(serde_json::from_str::<serde_json::Value>(l.text).unwrap()["auditID"].to_string()))
+        .poll(&mut |l| {
+            got.push(
+                serde_json::from_str::<serde_json::Value>(l.text).unwrap()["auditID"].to_string(),
+            )
+        })
         .unwrap();
     assert!(s.more);
     assert_eq!(got.len(), 3);
@@ -440,7 +486,10 @@ mod model {
         // logrotate's copytruncate never deletes the live file; deletion is exercised with
         // rename rotation (a file removed by hand or by a lumberjack-style writer).
         let (rot, del) = if copytruncate {
-            (Just(Action::CopyTruncate).boxed(), Just(Action::Poll).boxed())
+            (
+                Just(Action::CopyTruncate).boxed(),
+                Just(Action::Poll).boxed(),
+            )
         } else {
             (Just(Action::Rotate).boxed(), Just(Action::Delete).boxed())
         };
@@ -499,7 +548,8 @@ mod model {
         }
         fn finish_partial(&mut self) {
             if let Some(l) = self.partial.take() {
-                self.d.append_to(&self.d.path(), format!("{}\n", &l[10..]).as_bytes());
+                self.d
+                    .append_to(&self.d.path(), format!("{}\n", &l[10..]).as_bytes());
                 self.cur().lines.push(l);
             }
         }
@@ -521,7 +571,12 @@ mod model {
             }
             let want: Vec<String> = want
                 .iter()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["auditID"].as_str().unwrap().to_string())
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["auditID"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
                 .collect();
             assert_eq!(self.delivered, want);
         }
@@ -636,5 +691,136 @@ mod model {
             w.finish_partial();
             w.poll();
         }
+    }
+}
+
+mod driver {
+    //! The async driver against a detached pipeline: the test plays the pipeline and decides
+    //! when (and whether) each batch is reported done.
+    use super::*;
+    use audithawk::pipeline::{Batch, Source};
+    use tokio::sync::{mpsc, oneshot};
+
+    struct Running {
+        task: tokio::task::JoinHandle<Result<(), audithawk::ingest::tail::TailError>>,
+        rx: mpsc::Receiver<Batch>,
+        stop: oneshot::Sender<()>,
+        metrics: Arc<Metrics>,
+    }
+
+    fn start(d: &Dir) -> Running {
+        let metrics = Arc::new(Metrics::new());
+        let (handle, rx) = PipelineHandle::detached(4, metrics.clone());
+        let mut cfg = d.cfg();
+        cfg.cluster = Some("prod-eu".into());
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(cfg, handle, metrics.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+        Running {
+            task,
+            rx,
+            stop,
+            metrics,
+        }
+    }
+
+    fn batch_ids(b: &Batch) -> Vec<String> {
+        b.events.iter().map(|e| e.audit_id().to_string()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lines_become_events_and_bad_lines_are_counted() {
+        let d = Dir::new();
+        d.write(&["a1"]);
+        d.append_to(
+            &d.path(),
+            b"this is not json\n{\"kind\":\"Pod\",\"apiVersion\":\"v1\"}\n",
+        );
+        d.write(&["a2"]);
+        let mut r = start(&d);
+        let batch = r.rx.recv().await.expect("a batch");
+        assert_eq!(batch.source, Source::Tail);
+        assert_eq!(batch_ids(&batch), ids(&["a1", "a2"]));
+        assert!(batch
+            .events
+            .iter()
+            .all(|e| e.cluster.as_deref() == Some("prod-eu")));
+        let m = &r.metrics;
+        assert_eq!(
+            m.value(
+                "audithawk_events_rejected_total",
+                &[("source", "tail"), ("reason", "invalid")]
+            ),
+            1
+        );
+        assert_eq!(
+            m.value(
+                "audithawk_events_rejected_total",
+                &[("source", "tail"), ("reason", "not_an_event")]
+            ),
+            1
+        );
+        assert!(!d.cp().exists(), "no checkpoint before the batch is done");
+        batch.done.unwrap().send(()).unwrap();
+        // The driver commits right after `done`, before it looks at shutdown again.
+        r.stop.send(()).unwrap();
+        r.task.await.unwrap().unwrap();
+        assert_eq!(
+            r.metrics
+                .value("audithawk_events_received_total", &[("source", "tail")]),
+            2
+        );
+        let cp = checkpoint::load(&d.cp())
+            .unwrap()
+            .expect("committed after done");
+        assert_eq!(cp.files[0].line, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checkpoint_is_committed_only_after_done() {
+        let d = Dir::new();
+        d.write(&["a1", "a2"]);
+        // 1. The batch is never reported done (the pipeline dropped it): nothing committed.
+        let mut r = start(&d);
+        let batch = r.rx.recv().await.unwrap();
+        assert_eq!(batch_ids(&batch), ids(&["a1", "a2"]));
+        drop(batch);
+        r.task.await.unwrap().unwrap();
+        assert!(!d.cp().exists());
+        // 2. After a restart the same lines come again; this time they are done.
+        let mut r = start(&d);
+        let batch = r.rx.recv().await.unwrap();
+        assert_eq!(batch_ids(&batch), ids(&["a1", "a2"]), "re-delivered");
+        batch.done.unwrap().send(()).unwrap();
+        // 3. While running, new lines arrive in the next poll (paused clock: the poll
+        //    interval elapses instantly once the driver sleeps).
+        d.write(&["a3"]);
+        let batch = r.rx.recv().await.unwrap();
+        assert_eq!(batch_ids(&batch), ids(&["a3"]));
+        batch.done.unwrap().send(()).unwrap();
+        r.stop.send(()).unwrap();
+        r.task.await.unwrap().unwrap();
+        // 4. Restart: nothing done is read again.
+        d.write(&["a4"]);
+        let mut r = start(&d);
+        let batch = r.rx.recv().await.unwrap();
+        assert_eq!(batch_ids(&batch), ids(&["a4"]));
+        batch.done.unwrap().send(()).unwrap();
+        r.stop.send(()).unwrap();
+        r.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_config_is_reported() {
+        let d = Dir::new();
+        let metrics = Arc::new(Metrics::new());
+        let (handle, _rx) = PipelineHandle::detached(1, metrics.clone());
+        let mut cfg = d.cfg();
+        cfg.paths = vec!["/tmp/[unclosed".into()];
+        let e = run(cfg, handle, metrics, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("[unclosed"), "{e}");
     }
 }

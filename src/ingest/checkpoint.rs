@@ -206,7 +206,11 @@ mod tests {
     fn invalid_checkpoint_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cp.json");
-        fs::write(&p, b"{\"version\":1,\"files\":[{\"path\":\"x\",\"offset\":\"no\"}]}").unwrap();
+        fs::write(
+            &p,
+            b"{\"version\":1,\"files\":[{\"path\":\"x\",\"offset\":\"no\"}]}",
+        )
+        .unwrap();
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("cp.json") && e.contains("invalid"), "{e}");
         fs::write(&p, b"{\"version\":7,\"files\":[]}").unwrap();

@@ -234,7 +234,9 @@ fn describe(metrics: &Metrics) {
     );
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, TailError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TailError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| TailError::Task(e.to_string()))
@@ -288,7 +290,9 @@ pub async fn run(
                 return Ok(());
             }
             if rx.await.is_err() {
-                tracing::warn!("Batch dropped before being processed; tail stops without committing it.");
+                tracing::warn!(
+                    "Batch dropped before being processed; tail stops without committing it."
+                );
                 return Ok(());
             }
         }

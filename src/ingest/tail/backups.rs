@@ -177,13 +177,17 @@ pub(crate) fn list_backups(followed: &Path, cache: &mut FpCache) -> io::Result<V
     for entry in rd {
         let entry = entry?;
         let fname = entry.file_name();
-        let Some(fname) = fname.to_str() else { continue };
+        let Some(fname) = fname.to_str() else {
+            continue;
+        };
         let Some(kind) = backup_kind(name, fname) else {
             continue;
         };
         let path = entry.path();
         // Gone between readdir and stat (pruned, or the plain one removed after gzip).
-        let Ok(meta) = fs::metadata(&path) else { continue };
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
         if !meta.is_file() {
             continue;
         }
@@ -197,7 +201,12 @@ pub(crate) fn list_backups(followed: &Path, cache: &mut FpCache) -> io::Result<V
             NameKind::Logrotate => mtime_ms,
         };
         let gz = fname.ends_with(".gz");
-        let key = (meta.dev(), meta.ino(), meta.len(), meta.mtime_nsec() + meta.mtime() * 1_000_000_000);
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+        );
         let fp = match cache.map.get(&key) {
             Some(fp) => Some(*fp),
             None => {
@@ -264,14 +273,26 @@ mod tests {
             ))
         );
         assert!(backup_kind("audit.log", "audit-2026-07-01T10-20-30.123.log.gz").is_some());
-        assert_eq!(backup_kind("audit.log", "audit.log.1"), Some(NameKind::Logrotate));
-        assert_eq!(backup_kind("audit.log", "audit.log.2.gz"), Some(NameKind::Logrotate));
-        assert_eq!(backup_kind("audit.log", "audit.log-20260701"), Some(NameKind::Logrotate));
+        assert_eq!(
+            backup_kind("audit.log", "audit.log.1"),
+            Some(NameKind::Logrotate)
+        );
+        assert_eq!(
+            backup_kind("audit.log", "audit.log.2.gz"),
+            Some(NameKind::Logrotate)
+        );
+        assert_eq!(
+            backup_kind("audit.log", "audit.log-20260701"),
+            Some(NameKind::Logrotate)
+        );
         assert_eq!(backup_kind("audit.log", "audit.log"), None);
         assert_eq!(backup_kind("audit.log", "audit-other.log"), None);
         assert_eq!(backup_kind("audit.log", "audit.log.x"), None);
         assert_eq!(backup_kind("audit.log", "kube-audit.log"), None);
-        assert_eq!(backup_kind("audit", "audit-2026-07-01T10-20-30.123"), backup_kind("audit", "audit-2026-07-01T10-20-30.123.gz"));
+        assert_eq!(
+            backup_kind("audit", "audit-2026-07-01T10-20-30.123"),
+            backup_kind("audit", "audit-2026-07-01T10-20-30.123.gz")
+        );
         let a = lumberjack_time("2026-07-01T10-20-30.123").unwrap();
         let b = lumberjack_time("2026-07-01T10-20-30.124").unwrap();
         assert_eq!(b - a, 1);

@@ -82,7 +82,9 @@ impl Tailer {
     /// Validates `cfg` and loads its checkpoint (if any).
     pub fn new(cfg: TailConfig) -> Result<Tailer, TailError> {
         if cfg.paths.is_empty() {
-            return Err(TailError::Config("no file or glob pattern to follow".into()));
+            return Err(TailError::Config(
+                "no file or glob pattern to follow".into(),
+            ));
         }
         if cfg.max_line_bytes < MIN_LINE_BYTES {
             return Err(TailError::Config(format!(
@@ -90,7 +92,9 @@ impl Tailer {
             )));
         }
         if cfg.max_poll_lines == 0 {
-            return Err(TailError::Config("`max_poll_lines` must be greater than zero".into()));
+            return Err(TailError::Config(
+                "`max_poll_lines` must be greater than zero".into(),
+            ));
         }
         let mut patterns = Vec::new();
         for p in &cfg.paths {
@@ -188,7 +192,8 @@ impl Tailer {
 
     /// The checkpoint describing everything handed on so far.
     pub fn checkpoint(&self) -> Checkpoint {
-        let mut files: Vec<FileCheckpoint> = self.followed.values().map(Followed::checkpoint).collect();
+        let mut files: Vec<FileCheckpoint> =
+            self.followed.values().map(Followed::checkpoint).collect();
         files.extend(self.restored.values().cloned());
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Checkpoint {
@@ -219,7 +224,9 @@ impl Tailer {
                     found.insert(path.clone());
                 }
                 PathPattern::Glob(pat) => {
-                    let Ok(paths) = glob::glob(pat.as_str()) else { continue };
+                    let Ok(paths) = glob::glob(pat.as_str()) else {
+                        continue;
+                    };
                     for path in paths.flatten() {
                         let is_file = fs::metadata(&path).is_ok_and(|m| m.is_file());
                         let gz = path.extension().is_some_and(|e| e == "gz");
@@ -251,7 +258,10 @@ impl Tailer {
             let is_backup = bases.iter().any(|b| {
                 b != &g
                     && b.parent() == g.parent()
-                    && match (b.file_name().and_then(|n| n.to_str()), g.file_name().and_then(|n| n.to_str())) {
+                    && match (
+                        b.file_name().and_then(|n| n.to_str()),
+                        g.file_name().and_then(|n| n.to_str()),
+                    ) {
                         (Some(bn), Some(gn)) => backup_kind(bn, gn).is_some(),
                         _ => false,
                     }
@@ -309,7 +319,12 @@ impl Followed {
 
     /// Backups with a complete head that are not known yet and are not `exclude_fp` or the
     /// file with inode `exclude_ino` (the current file, if it was just renamed).
-    fn unknown(&self, listing: &[Backup], exclude_fp: Option<Fingerprint>, exclude_ino: Option<(u64, u64)>) -> Vec<Backup> {
+    fn unknown(
+        &self,
+        listing: &[Backup],
+        exclude_fp: Option<Fingerprint>,
+        exclude_ino: Option<(u64, u64)>,
+    ) -> Vec<Backup> {
         dedup_twins(
             listing
                 .iter()
@@ -334,7 +349,9 @@ impl Followed {
         if e.offset > 0 {
             match e.fingerprint {
                 Some(fp) if cur_fp == Some(fp) => {
-                    let g = cur.as_mut().expect("cur_fp is Some only with a current file");
+                    let g = cur
+                        .as_mut()
+                        .expect("cur_fp is Some only with a current file");
                     if g.size()?.unwrap_or(0) >= e.offset {
                         // Not rotated while we were down: carry on where we stopped.
                         g.seek_to(e.offset, e.line)?;
@@ -382,7 +399,12 @@ impl Followed {
     /// Makes `cur` the current generation, with every listed backup older than it.
     fn adopt(&mut self, cur: Option<Gen>, listing: &[Backup]) {
         let cur_fp = cur.as_ref().and_then(|g| g.fp);
-        self.known.extend(listing.iter().filter_map(|b| b.fp).filter(|fp| Some(*fp) != cur_fp));
+        self.known.extend(
+            listing
+                .iter()
+                .filter_map(|b| b.fp)
+                .filter(|fp| Some(*fp) != cur_fp),
+        );
         self.current = cur.map(|mut g| {
             g.known_before = self.known.clone();
             g
@@ -397,7 +419,9 @@ impl Followed {
             Err(e) => return Err(e),
         };
         if let Some(cur) = self.current.as_mut() {
-            let same = meta.as_ref().is_some_and(|m| m.dev() == cur.dev && m.ino() == cur.ino);
+            let same = meta
+                .as_ref()
+                .is_some_and(|m| m.dev() == cur.dev && m.ino() == cur.ino);
             let truncated = cur.truncated()?;
             // We have not seen a complete head of this generation yet (nothing delivered,
             // at most a partial first line held). Its prefix cannot prove a truncation (every
@@ -438,7 +462,12 @@ impl Followed {
                 }
                 if same {
                     // Copies that were not followed by a truncation duplicate what we read.
-                    self.known.extend(listing.iter().filter_map(|b| b.fp).filter(|fp| Some(*fp) != now_fp));
+                    self.known.extend(
+                        listing
+                            .iter()
+                            .filter_map(|b| b.fp)
+                            .filter(|fp| Some(*fp) != now_fp),
+                    );
                 }
                 let known = self.known.clone();
                 let cur = self.current.as_mut().expect("checked above");
