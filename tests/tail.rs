@@ -824,3 +824,31 @@ mod driver {
         assert!(e.to_string().contains("[unclosed"), "{e}");
     }
 }
+
+#[test]
+fn crlf_blank_and_non_utf8_lines() {
+    let d = Dir::new();
+    let mut t = d.tailer();
+    let mut bytes = format!("{}\r\n\n   \n", event_line("a1", 1)).into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe broken\n");
+    bytes.extend_from_slice(format!("{}\n", event_line("a2", 1)).as_bytes());
+    d.append_to(&d.path(), &bytes);
+    let mut lines = Vec::new();
+    let s = t
+        .poll(&mut |l| lines.push((l.text.to_string(), l.line, l.offset)))
+        .unwrap();
+    assert_eq!(s.not_utf8, 1);
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].0.ends_with('}'), "CR stripped: {:?}", lines[0].0);
+    assert_eq!((lines[0].1, lines[0].2), (1, 0));
+    assert_eq!(lines[1].1, 5, "blank lines still count");
+}
+
+#[test]
+fn unreadable_checkpoint_stops_start_up() {
+    let d = Dir::new();
+    fs::create_dir_all(d.cp().parent().unwrap()).unwrap();
+    fs::write(d.cp(), b"garbage").unwrap();
+    let e = Tailer::new(d.cfg()).unwrap_err().to_string();
+    assert!(e.contains("checkpoint.json"), "{e}");
+}

@@ -192,8 +192,11 @@ impl Tailer {
 
     /// The checkpoint describing everything handed on so far.
     pub fn checkpoint(&self) -> Checkpoint {
-        let mut files: Vec<FileCheckpoint> =
-            self.followed.values().map(Followed::checkpoint).collect();
+        let mut files: Vec<FileCheckpoint> = self
+            .followed
+            .values()
+            .filter_map(Followed::checkpoint)
+            .collect();
         files.extend(self.restored.values().cloned());
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Checkpoint {
@@ -275,11 +278,15 @@ impl Tailer {
 }
 
 impl Followed {
-    fn checkpoint(&self) -> FileCheckpoint {
-        if let Some(Pending::Restore(e)) = &self.pending {
-            return e.clone();
+    /// The resume point; `None` before the first successful look at the path (an entry
+    /// then would claim that every backup on disk is new).
+    fn checkpoint(&self) -> Option<FileCheckpoint> {
+        match &self.pending {
+            Some(Pending::Restore(e)) => return Some(e.clone()),
+            Some(Pending::Fresh { .. }) => return None,
+            None => {}
         }
-        match self.queue.front().or(self.current.as_ref()) {
+        Some(match self.queue.front().or(self.current.as_ref()) {
             Some(g) => FileCheckpoint {
                 path: self.path.clone(),
                 reading: Some(g.file.clone()),
@@ -296,7 +303,7 @@ impl Followed {
                 line: 0,
                 known_backups: self.known.iter().copied().collect(),
             },
-        }
+        })
     }
 
     /// Queues `b` (from `offset`), recording that it is now older than what follows.
