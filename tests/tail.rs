@@ -852,3 +852,40 @@ fn unreadable_checkpoint_stops_start_up() {
     let e = Tailer::new(d.cfg()).unwrap_err().to_string();
     assert!(e.contains("checkpoint.json"), "{e}");
 }
+
+/// Throughput figure for the docs/report (not an assertion of speed):
+/// `cargo test --release --test tail -- --ignored --nocapture throughput`.
+#[test]
+#[ignore]
+fn throughput() {
+    let d = Dir::new();
+    let line = event_line("00000000-0000-0000-0000-000000000000", 900);
+    let n = 200_000usize;
+    let mut s = String::with_capacity((line.len() + 1) * n);
+    for _ in 0..n {
+        s.push_str(&line);
+        s.push('\n');
+    }
+    d.append_to(&d.path(), s.as_bytes());
+    let mut cfg = d.cfg();
+    cfg.max_poll_lines = 1000;
+    let mut t = Tailer::new(cfg).unwrap();
+    let start = std::time::Instant::now();
+    let mut lines = 0u64;
+    let mut bytes = 0u64;
+    loop {
+        let st = t.poll(&mut |l| bytes += l.text.len() as u64 + 1).unwrap();
+        lines += st.lines;
+        if !st.more {
+            break;
+        }
+    }
+    let el = start.elapsed().as_secs_f64();
+    assert_eq!(lines, n as u64);
+    println!(
+        "tail poll: {lines} lines, {:.0} MiB in {el:.3}s = {:.0} lines/s, {:.0} MiB/s",
+        bytes as f64 / 1048576.0,
+        lines as f64 / el,
+        bytes as f64 / 1048576.0 / el
+    );
+}
