@@ -480,6 +480,7 @@ mod model {
         Delete,
         Restart,
         Poll,
+        PollOnce,
     }
 
     fn action(copytruncate: bool) -> impl Strategy<Value = Action> {
@@ -501,7 +502,8 @@ mod model {
             1 => Just(Action::Gzip),
             1 => del,
             1 => Just(Action::Restart),
-            3 => Just(Action::Poll),
+            2 => Just(Action::Poll),
+            2 => Just(Action::PollOnce),
         ]
     }
 
@@ -521,6 +523,9 @@ mod model {
     struct World {
         d: Dir,
         tailer: Option<Tailer>,
+        /// `max_poll_lines`: small budgets stop polls mid-file, so checkpoints are taken
+        /// in the middle of a backlog (and of a rotated backup).
+        budget: usize,
         /// Every phase so far; the last one is at the path unless `at_path` is false.
         phases: Vec<Phase>,
         at_path: bool,
@@ -553,32 +558,60 @@ mod model {
                 self.cur().lines.push(l);
             }
         }
-        fn poll(&mut self) {
+        fn tailer(&mut self) -> &mut Tailer {
             if self.tailer.is_none() {
-                self.tailer = Some(self.d.tailer());
+                let mut cfg = self.d.cfg();
+                cfg.max_poll_lines = self.budget;
+                self.tailer = Some(Tailer::new(cfg).unwrap());
             }
-            let t = self.tailer.as_mut().unwrap();
-            let (got, _) = poll_ids(t);
-            self.delivered.extend(got);
+            self.tailer.as_mut().unwrap()
+        }
+        /// Everything that must have been delivered once the tailer has caught up.
+        fn want(&self) -> Vec<String> {
             let mut want = Vec::new();
-            for p in &mut self.phases {
+            for p in &self.phases {
                 let n = if p.gone { p.seen } else { p.lines.len() };
-                want.extend(p.lines[..n].iter().cloned());
-                p.seen = n;
+                want.extend(p.lines[..n].iter().map(|l| id_of(l)));
             }
+            want
+        }
+        fn observed_poll(&mut self) {
             if self.at_path {
                 self.cur().held = true;
             }
-            let want: Vec<String> = want
-                .iter()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["auditID"]
-                        .as_str()
-                        .unwrap()
-                        .to_string()
-                })
-                .collect();
-            assert_eq!(self.delivered, want);
+            let delivered: std::collections::HashSet<&String> = self.delivered.iter().collect();
+            for p in &mut self.phases {
+                if !p.gone {
+                    p.seen = p
+                        .lines
+                        .iter()
+                        .take_while(|l| delivered.contains(&id_of(l)))
+                        .count();
+                }
+            }
+        }
+        /// Polls until caught up: exactly everything due, in order.
+        fn poll(&mut self) {
+            let (got, _) = poll_ids(self.tailer());
+            self.delivered.extend(got);
+            assert_eq!(self.delivered, self.want());
+            self.observed_poll();
+        }
+        /// One poll, possibly cut short by the line budget: a prefix of what is due.
+        fn poll_once(&mut self) {
+            let mut got = Vec::new();
+            self.tailer()
+                .poll(&mut |l| got.push(id_of(l.text)))
+                .unwrap();
+            self.delivered.extend(got);
+            let want = self.want();
+            assert!(
+                self.delivered.len() <= want.len()
+                    && want[..self.delivered.len()] == self.delivered[..],
+                "delivered {:?} is not a prefix of {want:?}",
+                self.delivered
+            );
+            self.observed_poll();
         }
         fn apply(&mut self, a: &Action) {
             match a {
@@ -644,9 +677,17 @@ mod model {
                     }
                 }
                 Action::Poll => self.poll(),
+                Action::PollOnce => self.poll_once(),
                 Action::Rotate | Action::CopyTruncate | Action::Delete => {}
             }
         }
+    }
+
+    fn id_of(line: &str) -> String {
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["auditID"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     fn new_phase(held: bool) -> Phase {
@@ -668,12 +709,14 @@ mod model {
         #[test]
         fn every_complete_line_exactly_once_in_order(
             actions in any::<bool>().prop_flat_map(|c| proptest::collection::vec(action(c), 1..40)),
+            budget in prop_oneof![1usize..4, Just(1000)],
         ) {
             let d = Dir::new();
             File::create(d.path()).unwrap();
             let mut w = World {
                 d,
                 tailer: None,
+                budget,
                 phases: vec![new_phase(false)],
                 at_path: true,
                 delivered: Vec::new(),
