@@ -354,11 +354,12 @@ impl Followed {
         let mut stats = PollStats::default();
         let mut resume: Option<(Backup, u64, u64)> = None;
         if e.offset > 0 {
-            match e.fingerprint {
-                Some(fp) if cur_fp == Some(fp) => {
-                    let g = cur
-                        .as_mut()
-                        .expect("cur_fp is Some only with a current file");
+            // The current file, when it is still the checkpointed generation.
+            let same_gen = cur
+                .as_mut()
+                .filter(|_| e.fingerprint.is_some() && cur_fp == e.fingerprint);
+            match (e.fingerprint, same_gen) {
+                (Some(_), Some(g)) => {
                     if g.size()?.unwrap_or(0) >= e.offset {
                         // Not rotated while we were down: carry on where we stopped.
                         g.seek_to(e.offset, e.line)?;
@@ -368,12 +369,12 @@ impl Followed {
                             "File is shorter than the checkpoint; reading it from the start.");
                     }
                 }
-                Some(fp) => match cands.iter().position(|b| b.fp == Some(fp)) {
+                (Some(fp), None) => match cands.iter().position(|b| b.fp == Some(fp)) {
                     Some(i) => resume = Some((cands.remove(i), e.offset, e.line)),
                     None => tracing::warn!(path = %self.path.display(),
                         "The file being read at the last checkpoint is gone (deleted or pruned); its unread lines are lost."),
                 },
-                None => tracing::warn!(path = %self.path.display(),
+                (None, _) => tracing::warn!(path = %self.path.display(),
                     "Checkpoint has an offset but no fingerprint; reading from the start."),
             }
         }
@@ -477,23 +478,25 @@ impl Followed {
                     );
                 }
                 let known = self.known.clone();
-                let cur = self.current.as_mut().expect("checked above");
-                if reset {
-                    cur.reset()?;
+                if let Some(cur) = self.current.as_mut() {
+                    if reset {
+                        cur.reset()?;
+                    }
+                    cur.known_before = known;
                 }
-                cur.known_before = known;
             }
             if !same {
                 // Renamed away (rotation) or deleted: finish it through our descriptor, then
                 // move on to whatever is at the path now.
                 stats.rotations += 1;
-                let mut old = self.current.take().expect("checked above");
-                let _ = old.refresh_fp();
-                tracing::info!(path = %self.path.display(), "File rotated or deleted; finishing it first.");
-                if let Some(fp) = old.fp {
-                    self.known.insert(fp);
+                if let Some(mut old) = self.current.take() {
+                    let _ = old.refresh_fp();
+                    tracing::info!(path = %self.path.display(), "File rotated or deleted; finishing it first.");
+                    if let Some(fp) = old.fp {
+                        self.known.insert(fp);
+                    }
+                    self.queue.push_back(old);
                 }
-                self.queue.push_back(old);
             }
         }
         if self.current.is_none() {
