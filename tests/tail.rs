@@ -865,6 +865,10 @@ mod driver {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("[unclosed"), "{e}");
+        let mut cfg = d.cfg();
+        cfg.poll_interval = Duration::ZERO;
+        let e = Tailer::new(cfg).unwrap_err();
+        assert!(e.to_string().contains("poll_interval"), "{e}");
     }
 }
 

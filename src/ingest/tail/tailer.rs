@@ -91,6 +91,11 @@ impl Tailer {
                 "`max_line_bytes` must be at least {MIN_LINE_BYTES}"
             )));
         }
+        if cfg.poll_interval.is_zero() {
+            return Err(TailError::Config(
+                "`poll_interval` must be greater than zero".into(),
+            ));
+        }
         if cfg.max_poll_lines == 0 {
             return Err(TailError::Config(
                 "`max_poll_lines` must be greater than zero".into(),
