@@ -4,8 +4,9 @@
 //! Names recognised for a followed `dir/audit.log`:
 //! - lumberjack (the API server): `audit-2006-01-02T15-04-05.000.log` and the same plus
 //!   `.gz`; ordered by the UTC rotation time in the name;
-//! - logrotate: `audit.log.1`, `audit.log-20260701` (dateext), each optionally `.gz`;
-//!   ordered by modification time, since numbered names shift on every rotation.
+//! - logrotate: `audit.log.1`, `audit.log-20260701` (dateext: a digit after the dash), each
+//!   optionally `.gz`; ordered by modification time, since numbered names shift on every
+//!   rotation.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -117,7 +118,9 @@ pub(crate) fn backup_kind(followed: &str, candidate: &str) -> Option<NameKind> {
         }
     }
     if let Some(d) = rest.strip_prefix('-') {
-        if !d.is_empty() && !d.contains('/') {
+        // dateext (`-%Y%m%d` by default): a digit first, so `audit.log-other` stays a
+        // file of its own.
+        if d.starts_with(|c: char| c.is_ascii_digit()) {
             return Some(NameKind::Logrotate);
         }
     }
@@ -288,6 +291,7 @@ mod tests {
         assert_eq!(backup_kind("audit.log", "audit.log"), None);
         assert_eq!(backup_kind("audit.log", "audit-other.log"), None);
         assert_eq!(backup_kind("audit.log", "audit.log.x"), None);
+        assert_eq!(backup_kind("audit.log", "audit.log-other"), None);
         assert_eq!(backup_kind("audit.log", "kube-audit.log"), None);
         assert_eq!(
             backup_kind("audit", "audit-2026-07-01T10-20-30.123"),
