@@ -438,7 +438,10 @@ pub(crate) fn compile_field(key: &str, value: &Value, lists: &Lists) -> Result<F
             .map(|b| match b {
                 Built::Atom(a) => Ok(a),
                 Built::Needle(n, cased) => Ok(Atom::Str(StrAtom {
-                    pat: StrPat::Contains(build_ac(&[n], cased)?),
+                    pat: StrPat::Contains(
+                        build_ac(std::slice::from_ref(&n), cased)?,
+                        Box::new([n.into()]),
+                    ),
                     cased,
                 })),
             })
@@ -458,7 +461,10 @@ pub(crate) fn compile_field(key: &str, value: &Value, lists: &Lists) -> Result<F
     for (needles, cased) in [(ci, false), (cs, true)] {
         if !needles.is_empty() {
             atoms.push(Atom::Str(StrAtom {
-                pat: StrPat::Contains(build_ac(&needles, cased)?),
+                pat: StrPat::Contains(
+                    build_ac(&needles, cased)?,
+                    needles.iter().map(|n| n.as_str().into()).collect(),
+                ),
                 cased,
             }));
         }
