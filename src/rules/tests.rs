@@ -549,6 +549,24 @@ fn expand_from_lists_with_override() {
 }
 
 #[test]
+fn expand_feeds_cidr_and_re() {
+    let lists = [("lists/n.yml", "name: nets\nvalues: ['10.1.0.0/16', '192.0.2.1']\n---\nname: agents\nvalues: ['^kubectl/v1\\.3']\n")];
+    let t = rule("  sel:\n    sourceIPs|expand|cidr: '%nets%'\n  condition: sel");
+    let (s, _) = RuleSet::from_texts(&[("e.yml", &t)], &lists, false).unwrap();
+    assert!(fires(&s, POD));
+    assert!(fires(&s, r#"{"auditID":"a","sourceIPs":["192.0.2.1"]}"#));
+    assert!(!fires(&s, r#"{"auditID":"a","sourceIPs":["192.0.2.2"]}"#));
+    let t = rule("  sel:\n    userAgent|expand|re: '%agents%'\n  condition: sel");
+    let (s, _) = RuleSet::from_texts(&[("e.yml", &t)], &lists, false).unwrap();
+    assert!(fires(&s, POD));
+    // An empty list expands to nothing: the field can never match.
+    let lists = [("lists/n.yml", "name: nets\nvalues: []\n")];
+    let t = rule("  sel:\n    sourceIPs|expand|cidr: '%nets%'\n  condition: sel");
+    let (s, _) = RuleSet::from_texts(&[("e.yml", &t)], &lists, false).unwrap();
+    assert!(!fires(&s, POD));
+}
+
+#[test]
 fn requirements_follow_the_condition() {
     let s = set_of(
         "  sel:\n    verb: [create, update]\n    objectRef.resource: pods\n    objectRef.subresource: exec\n    objectRef.namespace: kube-system\n  other:\n    verb: delete\n    apiGroup: apps\n    requestObject.spec.x: y\n  condition: sel or other",
