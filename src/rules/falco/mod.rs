@@ -290,9 +290,7 @@ impl FalcoRuleSet {
         for (name, text) in files {
             l.read_file(name, text);
         }
-        if !l.errors.is_empty() {
-            return Err(l.errors);
-        }
+        // Compile even after entry errors, so that one run reports every problem.
         l.compile()
     }
 
@@ -361,6 +359,15 @@ fn scalar(v: &Yv) -> Option<String> {
     }
 }
 
+/// `"x"` -> `x`: list items are sometimes written with condition-language quotes inside
+/// YAML quotes (`'"/usr/bin/x"'`); Falco's condition parser drops them, so we do too.
+fn unquote(s: &str) -> String {
+    match s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+        Some(inner) if s.len() >= 2 => inner.to_string(),
+        _ => s.to_string(),
+    }
+}
+
 fn get<'m>(m: &'m Mapping, k: &str) -> Option<&'m Yv> {
     m.get(k)
 }
@@ -388,7 +395,11 @@ fn get_strings(m: &Mapping, k: &str) -> EntryResult<Option<Vec<String>>> {
         None | Some(Yv::Null) => Ok(None),
         Some(Yv::Sequence(s)) => s
             .iter()
-            .map(|v| scalar(v).ok_or_else(|| format!("every item of '{k}' must be a string")))
+            .map(|v| {
+                scalar(v)
+                    .map(|s| unquote(&s))
+                    .ok_or_else(|| format!("every item of '{k}' must be a string"))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(format!("'{k}' must be a list")),
