@@ -246,3 +246,24 @@ fn current_rules_load_cleanly() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn current_rules_convert_to_sigma_where_expressible() {
+    let Some(dir) = anchors() else { return };
+    let (set, _) = FalcoRuleSet::load_files(&[dir.join("k8s_audit_rules.yaml")]).unwrap();
+    let (done, skipped) = audithawk::rules::falco::sigma::to_sigma(&set);
+    println!("converted {} of {} rules", done.len(), set.rules().len());
+    for (file, yaml) in &done {
+        let y: Value = serde_yaml_ng::from_str(yaml).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(y["title"].as_str().is_some() && y["detection"]["condition"].as_str().is_some());
+        println!(
+            "  {file}: {}",
+            y["detection"]["condition"].as_str().unwrap_or("")
+        );
+    }
+    for (rule, why) in &skipped {
+        println!("  not converted: {rule}: {why}");
+    }
+    assert_eq!(done.len() + skipped.len(), set.rules().len());
+    assert!(!done.is_empty() && !skipped.is_empty());
+}
