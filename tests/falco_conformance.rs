@@ -267,3 +267,106 @@ fn current_rules_convert_to_sigma_where_expressible() {
     assert_eq!(done.len() + skipped.len(), set.rules().len());
     assert!(!done.is_empty() && !skipped.is_empty());
 }
+
+/// Runs the repo's own fixture rules (tests/fixtures/falco) over its events; needs nothing
+/// from ../shared.
+fn fixture_alerts(files: &[&str]) -> (Vec<(String, String, String)>, usize) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/falco");
+    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+    let (set, warnings) = FalcoRuleSet::load_files(&paths).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(warnings.iter().any(|w| w.message.contains("skipped")
+        && w.entry.as_deref() == Some("rule 'Syscall rule in the same file'")));
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let mut alerts = Vec::new();
+    let mut bad = 0;
+    for (n, line) in text.lines().enumerate() {
+        let r = decode_value(
+            line,
+            &Location::line(n as u64 + 1),
+            DecodeLimits::default(),
+            &mut |r| match r {
+                Ok(ev) => {
+                    let mut hits = Vec::new();
+                    set.evaluate(&ev, &mut hits);
+                    for i in hits {
+                        alerts.push((
+                            ev.audit_id().to_string(),
+                            set.rules()[i].name().to_string(),
+                            set.render_output(i, &ev),
+                        ));
+                    }
+                }
+                Err(_) => bad += 1,
+            },
+        );
+        if r.is_err() {
+            bad += 1;
+        }
+    }
+    (alerts, bad)
+}
+
+#[test]
+fn fixture_rules_with_local_overrides() {
+    let (alerts, bad) = fixture_alerts(&["rules.yaml", "local.yaml"]);
+    assert_eq!(
+        bad, 1,
+        "the malformed last line is rejected, the rest continues"
+    );
+    let got: Vec<(&str, &str, &str)> = alerts
+        .iter()
+        .map(|(a, r, o)| (a.as_str(), r.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "e1",
+                "Privileged pod",
+                "Privileged pod (user=bob pod=web ns=prod images=(nginx:1.25,busybox))"
+            ),
+            ("e5", "Exec into pod", "Exec (user=bob pod=web command=sh)"),
+            (
+                "e6",
+                "Secret read by a person",
+                "Secret read (user=bob secret=prod/db)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn fixture_rules_without_local_overrides() {
+    let (alerts, _) = fixture_alerts(&["rules.yaml"]);
+    let ids: Vec<&str> = alerts.iter().map(|(a, _, _)| a.as_str()).collect();
+    // Without local.yaml: alice in staging, the netshoot image and the sandbox read fire.
+    assert_eq!(ids, vec!["e1", "e3", "e4", "e5", "e6", "e7"]);
+}
+
+#[test]
+fn every_k8saudit_field_is_supported() {
+    let Some(dir) = anchors() else { return };
+    let text = std::fs::read_to_string(dir.join("ka_fields.txt")).unwrap();
+    let listed: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(listed.len() > 90, "{}", listed.len());
+    for f in &listed {
+        assert!(
+            audithawk::rules::falco::fields::lookup(f).is_some(),
+            "{f} is not supported"
+        );
+    }
+    // And nothing under ka.* that the plugin does not have.
+    for d in audithawk::rules::falco::fields::all_fields() {
+        if d.name.starts_with("ka.") {
+            assert!(
+                listed.contains(&d.name),
+                "{} is not a k8saudit field",
+                d.name
+            );
+        }
+    }
+}
