@@ -648,6 +648,16 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Arbitrary text never panics the lexer or parser (multi-byte characters, stray
+        /// quotes, brackets and escapes included).
+        #[test]
+        fn any_text_parses_or_errors(s in "[ -~\u{e9}\u{4e2d}]{0,60}") {
+            let _ = parse(&s);
+            let _ = super::super::output::compile(&s);
+        }
+    }
+
     #[test]
     fn errors_name_the_problem_and_position() {
         let e = parse("ka.verb = create and").unwrap_err();

@@ -1067,8 +1067,11 @@ pub fn json_pointer<'v>(root: &'v Value, pointer: &str) -> Option<&'v Value> {
     let p = pointer.strip_prefix('/').unwrap_or(pointer);
     let mut v = root;
     for key in p.split('/') {
-        let key = key.replace("~1", "/").replace("~0", "~");
-        v = step(v, &key)?;
+        v = if key.contains('~') {
+            step(v, &key.replace("~1", "/").replace("~0", "~"))?
+        } else {
+            step(v, key)?
+        };
     }
     Some(v)
 }

@@ -18,9 +18,11 @@ pub mod fields;
 pub mod output;
 pub mod sigma;
 
+pub use sigma::{to_sigma, SigmaConversion};
+
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value as Yv};
@@ -1156,11 +1158,6 @@ fn exception_ast(e: &ExcDef) -> Result<Option<Ast>, String> {
         1 => tuples.pop(),
         _ => Some(Ast::Or(tuples)),
     })
-}
-
-/// Convenience for callers holding paths as `&Path`.
-pub fn load_paths(paths: &[&Path]) -> Result<(FalcoRuleSet, Vec<FalcoWarning>), Vec<RuleError>> {
-    FalcoRuleSet::load_files(&paths.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>())
 }
 
 #[cfg(test)]

@@ -406,3 +406,25 @@ fn output_is_rendered_from_a_redacted_event() {
         "a bad index renders nothing"
     );
 }
+
+proptest::proptest! {
+    /// Rule files assembled from arbitrary fragments load or fail with errors, never panic.
+    #[test]
+    fn arbitrary_rule_files_never_panic(parts in proptest::collection::vec(proptest::sample::select(vec![
+        "- rule: R\n", "- macro: m\n", "- list: l\n", "  condition: ", "ka.verb=x", " and m", " or (", ")",
+        "  items: [a, l]\n", "  append: true\n", "  override:\n    condition: append\n", "  output: %ka.user.name\n",
+        "  priority: INFO\n", "  source: k8s_audit\n", "  exceptions:\n    - name: e\n      fields: [ka.verb]\n      values: [[a], [[b]]]\n",
+        "\n", "-\n", "---\n", "  enabled: false\n", "[", "\"", " in (l)", " exists", "  desc: d\n",
+    ]), 0..24)) {
+        let text: String = parts.concat();
+        if let Ok((set, _)) = FalcoRuleSet::load_texts(&[("p.yaml".into(), text)]) {
+            let ev = AuditEvent::parse(r#"{"auditID":"a","verb":"x","user":{"username":"u"}}"#).unwrap();
+            let mut out = Vec::new();
+            set.evaluate(&ev, &mut out);
+            for i in out {
+                let _ = set.render_output(i, &ev);
+            }
+            let _ = super::sigma::to_sigma(&set);
+        }
+    }
+}
