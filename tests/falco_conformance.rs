@@ -370,3 +370,47 @@ fn every_k8saudit_field_is_supported() {
         }
     }
 }
+
+/// Throughput of the current Falco rules over the suite's traces (not an assertion; run
+/// with `cargo test --release --test falco_conformance -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn throughput_current_rules() {
+    let Some(dir) = anchors() else { return };
+    let (set, _) = FalcoRuleSet::load_files(&[dir.join("k8s_audit_rules.yaml")]).unwrap();
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir.join("traces")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        lines.extend(text.lines().map(str::to_string));
+    }
+    let rounds = 2000;
+    let start = std::time::Instant::now();
+    let (mut events, mut alerts) = (0u64, 0u64);
+    for _ in 0..rounds {
+        for line in &lines {
+            let _ = decode_value(
+                line,
+                &Location::line(1),
+                DecodeLimits::default(),
+                &mut |r| {
+                    if let Ok(ev) = r {
+                        let mut hits = Vec::new();
+                        if std::env::var("FALCO_PARSE_ONLY").is_ok() {
+                            let _ = ev.raw.value();
+                        } else {
+                            set.evaluate(&ev, &mut hits);
+                        }
+                        events += 1;
+                        alerts += hits.len() as u64;
+                    }
+                },
+            );
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{events} events ({} rules, {alerts} alerts) in {secs:.2}s: {:.0} events/s on one core, parse included",
+        set.rules().len(),
+        events as f64 / secs
+    );
+}

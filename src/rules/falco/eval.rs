@@ -3,10 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
-
 use super::condition::{Ast, Op, Rhs};
-use super::fields::{self, EventCtx, FieldRef, FieldType};
+use super::fields::{self, EventCtx, FieldRef, FieldType, View};
 
 /// A compiled condition.
 #[derive(Debug, Clone)]
@@ -46,13 +44,54 @@ pub enum Matcher {
     /// A number (numeric fields).
     U64(u64),
     /// A set (`in`, `intersects`).
-    Set(HashSet<String>),
+    Set(ValueSet),
     /// Paths (`pmatch`), without trailing slashes.
     Paths(Vec<String>),
     /// A regex, anchored at both ends.
     Regex(regex::Regex),
     /// A glob pattern.
     Glob(glob::Pattern),
+}
+
+/// The values of an `in`/`intersects` list. Small sets (most of them) are scanned, which
+/// beats hashing for a handful of short strings; large ones are hashed.
+#[derive(Debug, Clone)]
+pub struct ValueSet {
+    items: Vec<String>,
+    hashed: Option<HashSet<String>>,
+}
+
+impl ValueSet {
+    const SCAN_MAX: usize = 12;
+
+    /// Builds the set (duplicates removed, first occurrence kept).
+    pub fn new(items: Vec<String>) -> ValueSet {
+        let mut seen = HashSet::new();
+        let items: Vec<String> = items
+            .into_iter()
+            .filter(|i| seen.insert(i.clone()))
+            .collect();
+        let hashed = (items.len() > Self::SCAN_MAX).then_some(seen);
+        ValueSet { items, hashed }
+    }
+
+    /// Whether `v` is in the set.
+    pub fn contains(&self, v: &str) -> bool {
+        match &self.hashed {
+            Some(h) => h.contains(v),
+            None => self.items.iter().any(|i| i == v),
+        }
+    }
+
+    /// The values, in first-seen order.
+    pub fn items(&self) -> &[String] {
+        &self.items
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
 }
 
 /// What a condition may refer to.
@@ -230,7 +269,7 @@ impl Scope<'_> {
                             .collect(),
                     )
                 } else {
-                    Matcher::Set(items.into_iter().collect())
+                    Matcher::Set(ValueSet::new(items))
                 }
             }
             Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge if f.def.ty == FieldType::U64 => {
@@ -289,8 +328,8 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Node {
-    /// Evaluates against the event `root`.
-    pub fn eval(&self, root: &Value, ctx: &EventCtx<'_>) -> bool {
+    /// Evaluates against an event.
+    pub fn eval(&self, root: &View<'_>, ctx: &EventCtx<'_>) -> bool {
         match self {
             Node::And(v) => v.iter().all(|n| n.eval(root, ctx)),
             Node::Or(v) => v.iter().any(|n| n.eval(root, ctx)),
@@ -311,7 +350,11 @@ impl Node {
 
 impl Check {
     /// Evaluates one comparison; a field that is not available makes it false.
-    pub fn eval(&self, root: &Value, ctx: &EventCtx<'_>) -> bool {
+    pub fn eval(&self, root: &View<'_>, ctx: &EventCtx<'_>) -> bool {
+        if self.op == Op::Exists && self.field.def.id == fields::FieldId::RawTime {
+            // Every event has a time (`k8s_audit_always_true`, in nearly every rule).
+            return ctx.time_ns.is_some();
+        }
         let Some(vals) = fields::extract(&self.field, root, ctx) else {
             return false;
         };
@@ -320,9 +363,9 @@ impl Check {
             (Matcher::Set(set), Op::In) => {
                 // For a list field every value must be in the set; for a single value
                 // this is plain membership.
-                vals.iter().all(|v| set.contains(v.as_ref()))
+                vals.iter().all(|v| set.contains(v))
             }
-            (Matcher::Set(set), _) => vals.iter().any(|v| set.contains(v.as_ref())),
+            (Matcher::Set(set), _) => vals.iter().any(|v| set.contains(v)),
             (Matcher::Paths(paths), _) => vals.iter().any(|v| pmatch(paths, v)),
             (rhs, op) => vals.iter().any(|v| cmp(op, rhs, v)),
         }
@@ -385,7 +428,7 @@ fn cmp(op: Op, rhs: &Matcher, v: &str) -> bool {
 mod tests {
     use super::super::condition::parse;
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn scope_eval(cond: &str, ev: &Value) -> bool {
         let macros = HashMap::new();
@@ -402,7 +445,7 @@ mod tests {
         let n = s
             .compile(&parse(cond).unwrap(), &mut notes)
             .unwrap_or_else(|e| panic!("{cond}: {}", e.msg));
-        n.eval(ev, &EventCtx::default())
+        n.eval(&View::Json(ev), &EventCtx::default())
     }
 
     fn ev() -> Value {
@@ -518,7 +561,7 @@ mod tests {
             cluster: None,
             time_ns: Some(10),
         };
-        assert!(n.eval(&ev(), &ctx));
+        assert!(n.eval(&View::Json(&ev()), &ctx));
     }
 
     #[test]
@@ -536,7 +579,7 @@ mod tests {
         let n = s
             .compile(&parse("not not a").unwrap(), &mut Vec::new())
             .unwrap();
-        assert!(n.eval(&ev(), &EventCtx::default()));
+        assert!(n.eval(&View::Json(&ev()), &EventCtx::default()));
         let e = s
             .compile(&parse("loop1").unwrap(), &mut Vec::new())
             .unwrap_err();

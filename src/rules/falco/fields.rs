@@ -683,6 +683,8 @@ pub struct FieldRef {
     pub arg: Option<String>,
     /// `arg` as an index, for index fields.
     pub index: Option<usize>,
+    /// `arg` as JSON-pointer keys (unescaped), for `jevt.value`.
+    pub pointer: Option<Vec<String>>,
 }
 
 /// Why a field reference is invalid.
@@ -710,15 +712,127 @@ pub fn resolve(name: &str, arg: Option<&str>) -> Result<FieldRef, String> {
         }
         _ => {}
     }
+    let pointer = (def.id == FieldId::JsonValue).then(|| {
+        let p = arg.unwrap_or("");
+        p.strip_prefix('/')
+            .unwrap_or(p)
+            .split('/')
+            .map(|k| k.replace("~1", "/").replace("~0", "~"))
+            .collect()
+    });
     Ok(FieldRef {
         def,
         arg: arg.map(str::to_string),
         index,
+        pointer,
     })
 }
 
-/// Extracted values: `None` when the field is not available.
-pub type Values<'v> = Option<Vec<Cow<'v, str>>>;
+/// Extracted values (the field is available). Most fields have one value, which needs
+/// no list allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values<'v> {
+    /// A single value.
+    One(Cow<'v, str>),
+    /// A list (never empty).
+    Many(Vec<Cow<'v, str>>),
+}
+
+impl Values<'_> {
+    /// The values as text.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Values::One(v) => (Some(v.as_ref()), None),
+            Values::Many(v) => (None, Some(v.iter().map(|c| c.as_ref()))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// The values joined by `sep`.
+    pub fn join(&self, sep: &str) -> String {
+        self.iter().collect::<Vec<_>>().join(sep)
+    }
+
+    /// Owned copies of the values.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+/// `Some(values)`, or `None` when the field is not available.
+type Got<'v> = Option<Values<'v>>;
+
+/// What extraction reads: a decoded event (typed fields first, the raw JSON parsed only
+/// when a field needs it) or a JSON value (the redacted copy used for outputs).
+#[derive(Debug, Clone, Copy)]
+pub enum View<'a> {
+    /// A decoded event.
+    Event(&'a crate::model::AuditEvent<'a>),
+    /// A whole audit event as JSON.
+    Json(&'a Value),
+}
+
+impl<'a> View<'a> {
+    /// The event as JSON (parsed on first use for [`View::Event`]).
+    pub fn root(&self) -> &'a Value {
+        match self {
+            View::Event(ev) => ev.raw.value(),
+            View::Json(v) => v,
+        }
+    }
+}
+
+/// Top-level fields that the typed event already holds, so that most checks never parse
+/// the request and response bodies. `None`: not a typed path, read the JSON.
+fn typed<'a, S: AsRef<str>>(
+    ev: &'a crate::model::AuditEvent<'a>,
+    keys: &[S],
+) -> Option<Option<Cow<'a, str>>> {
+    use crate::model::Stage;
+    let f = &ev.fields;
+    let b = |o: &'a Option<Cow<'a, str>>| o.as_deref().map(Cow::Borrowed);
+    let k = |i: usize| keys.get(i).map(AsRef::as_ref);
+    Some(match (keys.len(), k(0)?, k(1).unwrap_or("")) {
+        (1, "auditID", _) => b(&f.audit_id),
+        (1, "verb", _) => b(&f.verb),
+        (1, "requestURI", _) => b(&f.request_uri),
+        (1, "userAgent", _) => b(&f.user_agent),
+        (1, "stage", _) if f.stage != Stage::Unknown => Some(Cow::Borrowed(f.stage.as_str())),
+        (2, "user", "username") => b(&f.user.username),
+        (2, "impersonatedUser", "username") => f
+            .impersonated_user
+            .as_ref()
+            .and_then(|u| u.username.as_deref())
+            .map(Cow::Borrowed),
+        (2, "objectRef", key) => {
+            let Some(o) = f.object_ref.as_ref() else {
+                return Some(None);
+            };
+            let v = match key {
+                "resource" => &o.resource,
+                "namespace" => &o.namespace,
+                "name" => &o.name,
+                "subresource" => &o.subresource,
+                "apiGroup" => &o.api_group,
+                "apiVersion" => &o.api_version,
+                _ => return None,
+            };
+            v.as_deref().map(Cow::Borrowed)
+        }
+        (2, "responseStatus", "code") => f
+            .response_status
+            .as_ref()
+            .and_then(|r| r.code)
+            .map(|c| Cow::Owned(c.to_string())),
+        (2, "responseStatus", "reason") => f
+            .response_status
+            .as_ref()
+            .and_then(|r| r.reason.as_deref())
+            .map(Cow::Borrowed),
+        (2, "annotations", key) => ev.annotation(key).map(Cow::Borrowed),
+        _ => return None,
+    })
+}
 
 /// `Get(keys...)` as fastjson does it: object keys, and numeric keys index arrays.
 fn get<'v>(mut v: &'v Value, keys: &[&str]) -> Option<&'v Value> {
@@ -790,11 +904,11 @@ fn skip_nil_flat<'v>(vals: Vec<Option<&'v Value>>) -> Vec<Cow<'v, str>> {
     out
 }
 
-fn non_empty(v: Vec<Cow<'_, str>>) -> Values<'_> {
+fn non_empty(v: Vec<Cow<'_, str>>) -> Got<'_> {
     if v.is_empty() {
         None
     } else {
-        Some(v)
+        Some(Values::Many(v))
     }
 }
 
@@ -805,7 +919,7 @@ pub fn repository(image: &str) -> &str {
     a.split('@').next().unwrap_or(a)
 }
 
-fn images<'v>(root: &'v Value, c: Containers, index: Option<usize>) -> Values<'v> {
+fn images<'v>(root: &'v Value, c: Containers, index: Option<usize>) -> Got<'v> {
     let vals = values_rec(root, index, &["requestObject", "spec", c.key(), "image"])?;
     // The plugin's arrayAsStrings fails on a container without an image: the field is then
     // unavailable as a whole.
@@ -816,12 +930,7 @@ fn images<'v>(root: &'v Value, c: Containers, index: Option<usize>) -> Values<'v
     non_empty(out)
 }
 
-fn container_attr<'v>(
-    root: &'v Value,
-    c: Containers,
-    a: CAttr,
-    index: Option<usize>,
-) -> Values<'v> {
+fn container_attr<'v>(root: &'v Value, c: Containers, a: CAttr, index: Option<usize>) -> Got<'v> {
     let base = ["requestObject", "spec", c.key()];
     let path = |rest: &[&'static str]| -> Vec<&'static str> {
         let mut p: Vec<&'static str> = Vec::with_capacity(3 + rest.len());
@@ -835,8 +944,8 @@ fn container_attr<'v>(
         CAttr::Repository => {
             let imgs = images(root, c, index)?;
             non_empty(
-                imgs.into_iter()
-                    .map(|i| Cow::Owned(repository(&i).to_string()))
+                imgs.iter()
+                    .map(|i| Cow::Owned(repository(i).to_string()))
                     .collect(),
             )
         }
@@ -908,12 +1017,31 @@ fn container_attr<'v>(
     }
 }
 
-/// Extracts `field` from the event `root` (the whole audit Event as JSON).
-pub fn extract<'v>(field: &FieldRef, root: &'v Value, ctx: &EventCtx<'_>) -> Values<'v> {
+/// Extracts `field` from the event; `None` when it is not available.
+pub fn extract<'v>(field: &FieldRef, view: &View<'v>, ctx: &EventCtx<'_>) -> Got<'v> {
     let index = field.index;
     let arg = field.arg.as_deref().unwrap_or("");
+    if let View::Event(ev) = view {
+        let hit = match (field.def.id, &field.pointer) {
+            (FieldId::Keys(keys), _) => typed(ev, keys),
+            (FieldId::JsonValue, Some(p)) => typed(ev, p),
+            _ => None,
+        };
+        if let Some(v) = hit {
+            return v.map(Values::One);
+        }
+    }
+    if let FieldId::RawTime = field.def.id {
+        return Some(Values::One(Cow::Owned(
+            ctx.time_ns.unwrap_or(0).max(0).to_string(),
+        )));
+    }
+    if let FieldId::ClusterName = field.def.id {
+        return ctx.cluster.map(|c| Values::One(Cow::Owned(c.to_string())));
+    }
+    let root = view.root();
     match field.def.id {
-        FieldId::Keys(keys) => get(root, keys).map(|v| vec![text(v)]),
+        FieldId::Keys(keys) => get(root, keys).map(|v| Values::One(text(v))),
         FieldId::KeysList(keys) => match get(root, keys)? {
             Value::Array(items) => non_empty(items.iter().map(text).collect()),
             _ => None,
@@ -925,7 +1053,7 @@ pub fn extract<'v>(field: &FieldRef, root: &'v Value, ctx: &EventCtx<'_>) -> Val
             for pair in query.split(['&', ';']) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 if decode_query(k) == arg {
-                    return Some(vec![Cow::Owned(decode_query(v))]);
+                    return Some(Values::One(Cow::Owned(decode_query(v))));
                 }
             }
             None
@@ -934,7 +1062,7 @@ pub fn extract<'v>(field: &FieldRef, root: &'v Value, ctx: &EventCtx<'_>) -> Val
             if get(root, &["objectRef", "resource"])?.as_str()? != "pods" {
                 return None;
             }
-            get(root, &["objectRef", "name"]).map(|v| vec![text(v)])
+            get(root, &["objectRef", "name"]).map(|v| Values::One(text(v)))
         }
         FieldId::SubjectNames(kind, with_ns) => {
             let Value::Array(subjects) = get(root, &["requestObject", "subjects"])? else {
@@ -955,7 +1083,7 @@ pub fn extract<'v>(field: &FieldRef, root: &'v Value, ctx: &EventCtx<'_>) -> Val
             }
             non_empty(out)
         }
-        FieldId::SubjectHasName => Some(vec![Cow::Borrowed("N/A")]),
+        FieldId::SubjectHasName => Some(Values::One(Cow::Borrowed("N/A"))),
         FieldId::Container(c, a) => container_attr(root, c, a, index),
         FieldId::FirstImage => images(root, Containers::Main, Some(0)),
         FieldId::FirstRepository => {
@@ -974,7 +1102,11 @@ pub fn extract<'v>(field: &FieldRef, root: &'v Value, ctx: &EventCtx<'_>) -> Val
                 ],
             )?;
             let any = vals.iter().any(|v| matches!(v, Some(Value::Bool(true))));
-            Some(vec![Cow::Borrowed(if any { "true" } else { "false" })])
+            Some(Values::One(Cow::Borrowed(if any {
+                "true"
+            } else {
+                "false"
+            })))
         }
         FieldId::RoleRules(key) => {
             let vals = values_rec(root, index, &["requestObject", "rules", key])?;
@@ -989,7 +1121,7 @@ pub fn extract<'v>(field: &FieldRef, root: &'v Value, ctx: &EventCtx<'_>) -> Val
         FieldId::ServicePorts => match get(root, &["requestObject", "spec", "ports"])? {
             // One JSON object per port, as Falco prints them.
             Value::Array(items) => match index {
-                Some(i) => items.get(i).map(|v| vec![text(v)]),
+                Some(i) => items.get(i).map(|v| Values::One(text(v))),
                 None => non_empty(items.iter().map(text).collect()),
             },
             _ => None,
@@ -1010,7 +1142,11 @@ pub fn extract<'v>(field: &FieldRef, root: &'v Value, ctx: &EventCtx<'_>) -> Val
                 Some(pre) => p.starts_with(pre),
                 None => p == arg,
             });
-            Some(vec![Cow::Borrowed(if hit { "true" } else { "false" })])
+            Some(Values::One(Cow::Borrowed(if hit {
+                "true"
+            } else {
+                "false"
+            })))
         }
         FieldId::FlexVolumeDrivers => non_empty(skip_nil(values_rec(
             root,
@@ -1039,27 +1175,35 @@ pub fn extract<'v>(field: &FieldRef, root: &'v Value, ctx: &EventCtx<'_>) -> Val
         }
         FieldId::SourceIps => match get(root, &["sourceIPs"])? {
             Value::Array(items) => match index {
-                Some(i) => items.get(i).map(|v| vec![text(v)]),
+                Some(i) => items.get(i).map(|v| Values::One(text(v))),
                 None => non_empty(items.iter().map(text).collect()),
             },
             _ => None,
         },
-        FieldId::ClusterName => ctx.cluster.map(|c| vec![Cow::Owned(c.to_string())]),
-        FieldId::JsonValue => json_pointer(root, arg).map(|v| vec![text(v)]),
+        FieldId::JsonValue => match &field.pointer {
+            Some(p) => get_owned(root, p).map(|v| Values::One(text(v))),
+            None => json_pointer(root, arg).map(|v| Values::One(text(v))),
+        },
         FieldId::JsonObj => serde_json::to_string_pretty(root)
             .ok()
-            .map(|s| vec![Cow::Owned(s)]),
-        FieldId::RawTime => Some(vec![Cow::Owned(
-            ctx.time_ns.unwrap_or(0).max(0).to_string(),
-        )]),
+            .map(|s| Values::One(Cow::Owned(s))),
         FieldId::Time => {
             let ns = ctx.time_ns?;
             let t = chrono::DateTime::from_timestamp_nanos(ns);
-            Some(vec![Cow::Owned(
+            Some(Values::One(Cow::Owned(
                 t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            )])
+            )))
         }
+        // Handled before the JSON is touched.
+        FieldId::RawTime | FieldId::ClusterName => None,
     }
+}
+
+fn get_owned<'v>(mut v: &'v Value, keys: &[String]) -> Option<&'v Value> {
+    for k in keys {
+        v = step(v, k)?;
+    }
+    Some(v)
 }
 
 /// RFC 6901 pointer lookup as the json plugin does it (leading `/` optional).
@@ -1091,8 +1235,13 @@ mod tests {
 
     fn ex(name: &str, arg: Option<&str>, v: &Value) -> Option<Vec<String>> {
         let f = resolve(name, arg).unwrap();
-        extract(&f, v, &EventCtx::default())
-            .map(|v| v.into_iter().map(|c| c.into_owned()).collect())
+        let json = extract(&f, &View::Json(v), &EventCtx::default()).map(|v| v.to_strings());
+        // The typed fast path must agree with the JSON path.
+        let text = v.to_string();
+        let ev = crate::model::AuditEvent::parse(&text).unwrap();
+        let typed = extract(&f, &View::Event(&ev), &EventCtx::default()).map(|v| v.to_strings());
+        assert_eq!(json, typed, "{name}");
+        json
     }
 
     fn pod() -> Value {

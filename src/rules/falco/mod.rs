@@ -308,10 +308,12 @@ impl FalcoRuleSet {
 
     /// Pushes the index of every enabled rule that matches `ev` into `out`.
     pub fn evaluate(&self, ev: &AuditEvent<'_>, out: &mut Vec<usize>) {
-        let root = ev.raw.value();
+        // The typed fields answer most checks; the raw JSON (bodies included) is parsed
+        // only when a rule gets as far as a field inside it.
+        let view = fields::View::Event(ev);
         let ctx = ctx_of(ev);
         for (i, r) in self.rules.iter().enumerate() {
-            if r.enabled && r.node.eval(root, &ctx) {
+            if r.enabled && r.node.eval(&view, &ctx) {
                 out.push(i);
             }
         }

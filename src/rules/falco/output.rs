@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::fields::{self, EventCtx, FieldRef};
+use super::fields::{self, EventCtx, FieldRef, View};
 
 /// A piece of a compiled template.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ pub fn render(tpl: &[Segment], root: &Value, ctx: &EventCtx<'_>) -> String {
     for seg in tpl {
         match seg {
             Segment::Lit(l) => s.push_str(l),
-            Segment::Field(f) => match fields::extract(f, root, ctx) {
+            Segment::Field(f) => match fields::extract(f, &View::Json(root), ctx) {
                 None => s.push_str("<NA>"),
                 Some(vals) if f.def.list => {
                     s.push('(');

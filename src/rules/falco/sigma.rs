@@ -271,8 +271,8 @@ impl Builder {
     }
 }
 
-fn sorted(set: &std::collections::HashSet<String>) -> Vec<String> {
-    let mut v: Vec<String> = set.iter().cloned().collect();
+fn sorted(set: &super::eval::ValueSet) -> Vec<String> {
+    let mut v: Vec<String> = set.items().to_vec();
     v.sort();
     v
 }
