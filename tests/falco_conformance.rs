@@ -202,7 +202,13 @@ fn falco_k8s_audit_test_suite() {
                     assert_eq!(o.events, 0, "fal_01_003 produced events");
                     assert!(!o.bad_records.is_empty(), "fal_01_003 was not rejected");
                 }
-                let detail = if why.is_empty() {
+                let detail = if why.is_empty() && !o.bad_records.is_empty() {
+                    format!(
+                        "{} events, rejected: {}",
+                        o.events,
+                        o.bad_records.join("; ")
+                    )
+                } else if why.is_empty() {
                     format!("{} events, alerts {:?}", o.events, o.per_rule)
                 } else {
                     why.join("; ")

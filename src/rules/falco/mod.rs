@@ -306,6 +306,26 @@ impl FalcoRuleSet {
         &self.stats
     }
 
+    /// Stages these rules need to see, as a [`crate::model::Stage::bit`] mask: every stage
+    /// when any rule is enabled, since Falco rules select stages in their own conditions
+    /// (`kevt` is ResponseComplete, `kevt_started` ResponseStarted).
+    pub fn stage_mask(&self) -> u8 {
+        use crate::model::Stage;
+        if self.rules.iter().any(|r| r.enabled) {
+            [
+                Stage::RequestReceived,
+                Stage::ResponseStarted,
+                Stage::ResponseComplete,
+                Stage::Panic,
+                Stage::Unknown,
+            ]
+            .iter()
+            .fold(0, |m, s| m | s.bit())
+        } else {
+            0
+        }
+    }
+
     /// Pushes the index of every enabled rule that matches `ev` into `out`.
     pub fn evaluate(&self, ev: &AuditEvent<'_>, out: &mut Vec<usize>) {
         // The typed fields answer most checks; the raw JSON (bodies included) is parsed

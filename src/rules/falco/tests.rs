@@ -181,6 +181,8 @@ fn enabled_toggle_and_disabled_rules_do_not_fire() {
     let set = ok(&[BASE, off]);
     assert!(!set.rules()[0].enabled);
     assert!(fired(&set, &ev("alice", "create", "x")).is_empty());
+    assert_eq!(set.stage_mask(), 0, "no enabled rule needs any stage");
+    assert_eq!(ok(&[BASE]).stage_mask(), 31);
     let on = "- rule: Known user creates\n  enabled: true\n  override:\n    enabled: replace\n";
     let set = ok(&[BASE, off, on]);
     assert_eq!(fired(&set, &ev("alice", "create", "x")).len(), 1);
