@@ -644,6 +644,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("json.obj", "jevt.obj"),
     ("json.rawtime", "jevt.rawtime"),
     ("jevt.time.iso8601", "jevt.time"),
+    // Falco's generic event fields that make sense for an audit event.
+    ("evt.time", "jevt.time"),
+    ("evt.time.iso8601", "jevt.time"),
+    ("evt.rawtime", "jevt.rawtime"),
 ];
 
 /// Every field definition, in documentation order.

@@ -204,8 +204,13 @@ impl Builder {
                 if set.is_empty() {
                     return Ok(Expr::Const(false));
                 }
-                let vals = sorted(set).iter().map(|v| typed(v)).collect();
-                self.sel(path, Yv::Sequence(vals))
+                let mut vals: Vec<Yv> = sorted(set).iter().map(|v| typed(v)).collect();
+                let value = if vals.len() == 1 {
+                    vals.remove(0)
+                } else {
+                    Yv::Sequence(vals)
+                };
+                self.sel(path, value)
             }
             (Op::PMatch, Matcher::Paths(paths)) => {
                 let eq = self.sel(
@@ -586,6 +591,8 @@ mod tests {
             y["detection"]["sel1"]["requestObject.spec.containers.image"],
             Yv::Sequence(vec!["nginx".into(), "nginx:*".into(), "nginx@*".into()])
         );
+        let y = conv("jevt.value[/stage] in (ResponseComplete)").unwrap();
+        assert_eq!(y["detection"]["sel1"]["stage"], "ResponseComplete");
         let y = conv("ka.response.code startswith 2").unwrap();
         assert_eq!(y["detection"]["condition"], "sel1 and sel2");
         assert_eq!(y["detection"]["sel1"]["responseStatus.code|gte"], 200);

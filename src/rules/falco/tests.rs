@@ -430,3 +430,10 @@ proptest::proptest! {
         }
     }
 }
+
+/// The engine shares one rule set between worker threads.
+#[test]
+fn rule_set_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<FalcoRuleSet>();
+}
