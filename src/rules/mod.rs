@@ -20,6 +20,7 @@
 pub(crate) mod compile;
 pub(crate) mod condition;
 pub mod examples;
+pub mod falco;
 pub(crate) mod index;
 pub mod lint;
 pub mod lists;
