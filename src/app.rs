@@ -16,7 +16,6 @@ use crate::config::{Config, SinkConfig};
 use crate::engine::Engine;
 use crate::ingest::webhook::{WebhookConfig, WebhookServer};
 use crate::pipeline::{Pipeline, PipelineHandle};
-use crate::rules::RuleSet;
 use crate::sinks::file::{FileSink, FileSinkConfig};
 use crate::sinks::stdout::StdoutSink;
 use crate::sinks::{BatchPolicy, RetryPolicy, Router, Sink, SinkDriver};
@@ -118,14 +117,9 @@ pub async fn shutdown_signal() {
 /// Starts the pipeline with the configured sinks.
 pub fn start_pipeline(
     cfg: &Config,
-    rules: RuleSet,
+    engine: Arc<Engine>,
     metrics: &Arc<Metrics>,
 ) -> Result<(Pipeline, PipelineHandle), AppError> {
-    let engine = Arc::new(Engine::new(
-        Arc::new(rules),
-        cfg.engine.dedup_capacity,
-        metrics.clone(),
-    ));
     let router = build_router(&cfg.sinks, metrics)?;
     let workers = match cfg.engine.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -178,11 +172,11 @@ pub fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AppError> {
 /// `audithawk serve`: runs until `shutdown` resolves, then drains and flushes.
 pub async fn serve(
     cfg: &Config,
-    rules: RuleSet,
+    engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let (pipeline, handle) = start_pipeline(cfg, rules, &metrics)?;
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
     let server = WebhookServer::bind(webhook_config(cfg)?, handle, metrics.clone()).await?;
     tracing::info!(addr = %server.local_addr(), "Listening for audit events.");
     server.run(shutdown).await?;
@@ -218,11 +212,11 @@ pub fn tail_config(cfg: &Config) -> crate::ingest::tail::TailConfig {
 /// its checkpoint, drains and flushes.
 pub async fn tail(
     cfg: &Config,
-    rules: RuleSet,
+    engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let (pipeline, handle) = start_pipeline(cfg, rules, &metrics)?;
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
     let res = crate::ingest::tail::run(tail_config(cfg), handle, metrics.clone(), shutdown).await;
     // Drain even when the tailer failed: what it handed over is still delivered.
     finish(pipeline, cfg).await;

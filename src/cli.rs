@@ -170,6 +170,15 @@ pub enum RulesCommand {
         #[arg(long = "lists", value_name = "FILE")]
         lists: Vec<PathBuf>,
     },
+    /// Convert Falco rules to Sigma where they can be expressed; lists the rest with the reason.
+    ImportFalco {
+        /// Falco rule files (later files override and append, as in Falco).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Directory to write the Sigma rules into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Run every rule's positive and negative examples; non-zero on failure.
     Test {
         /// Rule directories or files (default: the built-in rules).
@@ -234,6 +243,41 @@ pub fn load_options(cfg: &Config, args: &RuleArgs) -> LoadOptions {
         lists,
         skip_broken: cfg.rules.skip_broken || args.skip_broken_rules,
     }
+}
+
+/// Loads the Falco rule files from config and flags (none: `None`), printing warnings;
+/// fails listing every error.
+pub fn load_falco(
+    cfg: &Config,
+    args: &RuleArgs,
+) -> Result<Option<Arc<crate::rules::falco::FalcoRuleSet>>> {
+    let mut files = cfg.rules.falco.clone();
+    files.extend(args.rules_falco.iter().cloned());
+    if files.is_empty() {
+        return Ok(None);
+    }
+    match crate::rules::falco::FalcoRuleSet::load_files(&files) {
+        Ok((set, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(Some(Arc::new(set)))
+        }
+        Err(errors) => {
+            let mut msg = format!("{} Falco rule error(s):", errors.len());
+            for e in errors {
+                msg.push_str(&format!("\n  {e}"));
+            }
+            Err(anyhow!(msg))
+        }
+    }
+}
+
+/// Loads every rule source and builds the engine.
+pub fn build_engine(cfg: &Config, args: &RuleArgs, metrics: &Arc<Metrics>) -> Result<Engine> {
+    let rules = load_rules(&load_options(cfg, args))?;
+    let falco = load_falco(cfg, args)?;
+    Ok(Engine::new(Arc::new(rules), cfg.engine.dedup_capacity, metrics.clone()).with_falco(falco))
 }
 
 /// Loads and compiles the rules, printing warnings; fails listing every error.
@@ -328,11 +372,11 @@ fn cmd_serve(mut cfg: Config, args: ServeArgs) -> Result<i32> {
             .collect();
         return Err(anyhow!("invalid settings:\n  {}", list.join("\n  ")));
     }
-    let rules = load_rules(&load_options(&cfg, &args.rules))?;
     let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
     runtime()?.block_on(crate::app::serve(
         &cfg,
-        rules,
+        engine,
         metrics,
         crate::app::shutdown_signal(),
     ))?;
@@ -357,11 +401,11 @@ fn cmd_tail(mut cfg: Config, args: TailArgs) -> Result<i32> {
         ));
     }
     validate_merged(&cfg)?;
-    let rules = load_rules(&load_options(&cfg, &args.rules))?;
     let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
     runtime()?.block_on(crate::app::tail(
         &cfg,
-        rules,
+        engine,
         metrics,
         crate::app::shutdown_signal(),
     ))?;
@@ -383,8 +427,7 @@ fn validate_merged(cfg: &Config) -> Result<()> {
 
 fn cmd_scan(cfg: &Config, args: ScanArgs) -> Result<i32> {
     let metrics = Arc::new(Metrics::new());
-    let rules = load_rules(&load_options(cfg, &args.rules))?;
-    let engine = Engine::new(Arc::new(rules), cfg.engine.dedup_capacity, metrics.clone());
+    let engine = build_engine(cfg, &args.rules, &metrics)?;
     let opts = ScanOptions {
         paths: args.paths,
         cluster: args.cluster.or_else(|| cfg.cluster.clone()),
@@ -440,6 +483,35 @@ fn cmd_rules(cfg: &Config, cmd: RulesCommand) -> Result<i32> {
                     m.techniques().first().map(String::as_str).unwrap_or("-"),
                     m.title
                 )?;
+            }
+            Ok(0)
+        }
+        RulesCommand::ImportFalco { files, out } => {
+            let set = match crate::rules::falco::FalcoRuleSet::load_files(&files) {
+                Ok((set, _warnings)) => set,
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("error: {e}");
+                    }
+                    return Ok(1);
+                }
+            };
+            let (converted, skipped) = crate::rules::falco::to_sigma(&set);
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, yaml) in &converted {
+                let path = out.join(name);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{} rules written to {}", converted.len(), out.display());
+            if !skipped.is_empty() {
+                println!(
+                    "{} rules not expressible in Sigma (load them with --rules-falco instead):",
+                    skipped.len()
+                );
+                for (rule, why) in &skipped {
+                    println!("  {rule}: {why}");
+                }
             }
             Ok(0)
         }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::model::{Alert, AuditEvent};
+use crate::rules::falco::FalcoRuleSet;
 use crate::rules::RuleSet;
 use crate::telemetry::Metrics;
 
@@ -30,6 +31,8 @@ pub enum Disposition {
 #[derive(Debug)]
 pub struct Engine {
     rules: Arc<RuleSet>,
+    /// Falco rules loaded as they are (`--rules-falco`), evaluated after the Sigma rules.
+    falco: Option<Arc<FalcoRuleSet>>,
     dedup: Dedup,
     stage_mask: u8,
     metrics: Arc<Metrics>,
@@ -41,10 +44,21 @@ impl Engine {
         let stage_mask = rules.stage_mask();
         Engine {
             rules,
+            falco: None,
             dedup: Dedup::new(dedup_capacity),
             stage_mask,
             metrics,
         }
+    }
+
+    /// Adds Falco rules. Their stages join the stage filter: Falco rules choose their stage
+    /// in the condition (e.g. exec alerts on ResponseStarted).
+    pub fn with_falco(mut self, falco: Option<Arc<FalcoRuleSet>>) -> Engine {
+        if let Some(f) = &falco {
+            self.stage_mask |= f.stage_mask();
+        }
+        self.falco = falco;
+        self
     }
 
     /// The rule set.
@@ -76,7 +90,7 @@ impl Engine {
         }
         let mut hits = Vec::new();
         self.rules.evaluate(ev, &mut hits);
-        for idx in hits {
+        for &idx in &hits {
             let rule = &self.rules.rules()[idx];
             if rule.stages & stage.bit() == 0 {
                 continue;
@@ -84,6 +98,21 @@ impl Engine {
             let alert = Alert::new(&rule.meta, ev, now);
             self.metrics.alert(&rule.meta.id, rule.meta.level);
             out.push(alert);
+        }
+        if let Some(falco) = &self.falco {
+            hits.clear();
+            falco.evaluate(ev, &mut hits);
+            for idx in hits {
+                let rule = &falco.rules()[idx];
+                let mut alert = Alert::new(&rule.meta, ev, now);
+                // Falco's output template is the message, as Falco users expect; the
+                // values in it come from a redacted copy of the event.
+                let output = falco.render_output(idx, ev);
+                alert.message = output.clone();
+                alert.event.reason = Some(output);
+                self.metrics.alert(&rule.meta.id, rule.meta.level);
+                out.push(alert);
+            }
         }
         Disposition::Evaluated
     }
