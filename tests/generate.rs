@@ -664,3 +664,51 @@ fn demo_story_is_short_and_tells_the_whole_story() {
     let first = events.first().and_then(|e| e.event_time()).unwrap();
     assert_eq!(first.date_naive().to_string(), "2026-11-02");
 }
+
+#[test]
+fn office_hours_shape_human_traffic_over_a_day() {
+    let cfg = GenConfig {
+        seed: 2,
+        limit: Limit::Duration(Duration::from_secs(86_400)),
+        rate_per_sec: 0.5,
+        diurnal: true,
+        // 2026-11-02 is a Monday.
+        ..GenConfig::default()
+    };
+    let text = gen(&cfg);
+    let events = decode_all(&text);
+    let mut by_hour = [0usize; 24];
+    for e in complete(&events).filter(|e| e.username().ends_with("@example.com")) {
+        let h = e
+            .event_time()
+            .map(|t| t.format("%H").to_string())
+            .unwrap_or_default();
+        if let Ok(h) = h.parse::<usize>() {
+            by_hour[h] += 1;
+        }
+    }
+    let night: usize = by_hour[0..5].iter().sum();
+    let day: usize = by_hour[9..14].iter().sum();
+    assert!(
+        day > 4 * night.max(1),
+        "day {day} vs night {night}: {by_hour:?}"
+    );
+}
+
+#[test]
+fn request_received_of_a_create_has_no_object_name_yet() {
+    let text = gen(&small(20_000, 12));
+    let events = decode_all(&text);
+    let creates: Vec<_> = events
+        .iter()
+        .filter(|e| e.verb() == "create" && e.resource() == "pods" && sub(e).is_empty())
+        .collect();
+    assert!(creates.len() >= 2, "{}", creates.len());
+    for e in creates {
+        let name = e.fields.object_ref.as_ref().and_then(|o| o.name.as_deref());
+        match e.stage() {
+            Stage::RequestReceived => assert_eq!(name, None),
+            _ => assert!(name.is_some()),
+        }
+    }
+}

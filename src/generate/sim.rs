@@ -391,6 +391,24 @@ impl Sim {
             StageKind::Started => ("ResponseStarted", false, true),
             StageKind::Complete => ("ResponseComplete", true, true),
         };
+        // At RequestReceived the body is not decoded yet, so a create's objectRef has no
+        // name (the API server fills it in from the object later).
+        let unnamed;
+        let object_ref = match &r.object_ref {
+            Some(o)
+                if p.stage == StageKind::Received
+                    && r.verb == "create"
+                    && o.subresource.is_empty()
+                    && !o.name.is_empty() =>
+            {
+                unnamed = ObjRef {
+                    name: String::new(),
+                    ..o.clone()
+                };
+                Some(&unnamed)
+            }
+            o => o.as_ref(),
+        };
         let ev = EventOut {
             kind: "Event",
             api_version: "audit.k8s.io/v1",
@@ -403,7 +421,7 @@ impl Sim {
             impersonated_user: r.impersonated.as_ref(),
             source_ips: &r.source_ips,
             user_agent: &r.ua,
-            object_ref: r.object_ref.as_ref(),
+            object_ref,
             response_status: after_authz.then_some(&r.status),
             request_object: if full {
                 r.request_object.as_ref()
