@@ -222,3 +222,100 @@ pub async fn tail(
     finish(pipeline, cfg).await;
     res.map_err(AppError::from)
 }
+
+/// The bundled demo: a short day of cluster traffic with an attack story inside.
+pub const DEMO_STORY: &str = include_str!("demo/story.jsonl");
+
+/// What `demo` did.
+#[derive(Debug, Clone, Default)]
+pub struct DemoReport {
+    /// Where the webhook listened.
+    pub url: String,
+    /// EventList requests POSTed.
+    pub requests: usize,
+    /// Events sent.
+    pub events: usize,
+    /// Events the server accepted.
+    pub accepted: u64,
+}
+
+/// `audithawk demo`: starts the webhook server on a loopback port, POSTs the bundled story
+/// to it exactly as the API server's batch backend does (EventList, items without
+/// kind/apiVersion, `?timeout=30s`), then shuts down gracefully so every alert is printed.
+pub async fn demo(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    batch: usize,
+) -> Result<DemoReport, AppError> {
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
+    let wcfg = WebhookConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        default_cluster: Some("demo".into()),
+        shutdown_timeout: cfg.shutdown_timeout.0,
+        ..WebhookConfig::default()
+    };
+    let server = WebhookServer::bind(wcfg, handle, metrics.clone()).await?;
+    let url = format!("http://{}/audit/demo?timeout=30s", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let mut report = DemoReport {
+        url: url.clone(),
+        ..DemoReport::default()
+    };
+    let result = post_story(&url, batch.max(1), &mut report).await;
+    let _ = stop_tx.send(());
+    match running.await {
+        Ok(r) => r?,
+        Err(e) => return Err(AppError::Other(format!("webhook task failed: {e}"))),
+    }
+    finish(pipeline, cfg).await;
+    result.map(|()| report)
+}
+
+async fn post_story(url: &str, batch: usize, report: &mut DemoReport) -> Result<(), AppError> {
+    let client = reqwest::Client::new();
+    let events: Vec<serde_json::Value> = DEMO_STORY
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|mut v: serde_json::Value| {
+            // The webhook backend sends internal events: no kind/apiVersion on items.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("kind");
+                o.remove("apiVersion");
+            }
+            v
+        })
+        .collect();
+    for chunk in events.chunks(batch) {
+        let body = serde_json::json!({
+            "kind": "EventList",
+            "apiVersion": "audit.k8s.io/v1",
+            "metadata": {},
+            "items": chunk,
+        });
+        let resp = client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| AppError::Other(format!("POST {url}: {e}")))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(AppError::Other(format!("POST {url}: {status}: {text}")));
+        }
+        let accepted = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["accepted"].as_u64())
+            .unwrap_or(0);
+        report.requests += 1;
+        report.events += chunk.len();
+        report.accepted += accepted;
+    }
+    Ok(())
+}

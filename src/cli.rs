@@ -61,18 +61,36 @@ pub struct RuleArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// See it work: replay a bundled attack story through the real webhook and print the alerts.
+    Demo(DemoArgs),
     /// Run the webhook backend receiver: POST /audit and /audit/{cluster}.
     Serve(ServeArgs),
     /// Follow JSON-lines audit logs through rotation, resuming from a durable checkpoint.
     Tail(TailArgs),
     /// Scan audit logs offline: files, directories (recursively, in time order), .gz, or `-` for stdin.
     Scan(ScanArgs),
+    /// Generate realistic audit traffic (JSON lines), optionally with attack scenarios.
+    Generate(crate::generate::GenArgs),
     /// Manage rules: list, test, lint.
     #[command(subcommand)]
     Rules(RulesCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Alert output.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Events per EventList request (the API server sends up to 400).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
 }
 
 /// `serve` arguments (they override the config file).
@@ -304,8 +322,19 @@ pub fn load_rules(opts: &LoadOptions) -> Result<RuleSet> {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     let cfg = load_config(cli.config.as_ref())?;
+    // The demo's own plain-HTTP loopback server would log a warning meant for production;
+    // keep its terminal output to the alerts unless asked otherwise.
+    if matches!(cli.command, Command::Demo(_)) && cli.log_level.is_none() {
+        logging::init(false, "error");
+    }
     init_logging(&cli, &cfg);
     match cli.command {
+        Command::Demo(args) => cmd_demo(cfg, args),
+        Command::Generate(args) => {
+            let stats = crate::generate::run_args(&args).map_err(|e| anyhow!("{e}"))?;
+            tracing::info!(?stats, "Generated.");
+            Ok(0)
+        }
         Command::Serve(args) => cmd_serve(cfg, args),
         Command::Tail(args) => cmd_tail(cfg, args),
         Command::Scan(args) => cmd_scan(&cfg, args),
@@ -380,6 +409,33 @@ fn cmd_serve(mut cfg: Config, args: ServeArgs) -> Result<i32> {
         metrics,
         crate::app::shutdown_signal(),
     ))?;
+    Ok(0)
+}
+
+fn cmd_demo(mut cfg: Config, args: DemoArgs) -> Result<i32> {
+    stdout_override(&mut cfg, Some(args.format));
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
+    let report =
+        runtime()?.block_on(crate::app::demo(&cfg, engine, metrics.clone(), args.batch))?;
+    let alerts = metrics.total("audithawk_alerts_total");
+    let mut by_level = String::new();
+    for level in Level::ALL.iter().rev() {
+        let n: u64 = metrics.sum_where("audithawk_alerts_total", "level", level.as_str());
+        if n > 0 {
+            by_level.push_str(&format!(" {n} {level},"));
+        }
+    }
+    eprintln!(
+        "\ndemo: {} events POSTed as {} EventList requests to {} ({} accepted); {} alerts:{}",
+        report.events,
+        report.requests,
+        report.url,
+        report.accepted,
+        alerts,
+        by_level.trim_end_matches(',')
+    );
+    eprintln!("next: `audithawk scan <your audit logs>` or `audithawk serve` (docs/webhook.md)");
     Ok(0)
 }
 

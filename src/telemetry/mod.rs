@@ -113,6 +113,17 @@ impl Metrics {
             .sum()
     }
 
+    /// Sum of `name` over the label sets where `label` equals `value`.
+    pub fn sum_where(&self, name: &'static str, label: &str, value: &str) -> u64 {
+        self.counters
+            .iter()
+            .filter(|e| {
+                e.key().0 == name && e.key().1.iter().any(|(k, v)| *k == label && v == value)
+            })
+            .map(|e| e.value().get())
+            .sum()
+    }
+
     /// Registers help text for a family.
     pub fn describe(&self, name: &'static str, help: &'static str) {
         self.help.insert(name, help);
