@@ -3,7 +3,12 @@
 //! No I/O here. The engine is shared by every worker (`&self` everywhere), so both cores
 //! can evaluate at once; the only shared mutable state is the de-duplication set.
 
+pub mod baseline;
+pub mod correlate;
 pub mod dedup;
+pub mod state;
+pub mod suppress;
+pub mod window;
 
 use std::sync::Arc;
 

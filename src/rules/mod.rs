@@ -3,6 +3,8 @@
 //! STUB: the real implementation replaces this file. The API below is the contract the
 //! engine, CLI and tests use.
 
+pub mod correlation;
+
 use std::path::PathBuf;
 
 use crate::model::{AuditEvent, RuleMeta, Stage};
