@@ -35,7 +35,14 @@ impl Baseline {
     /// Records tuple `key` at time `t`. Returns whether it is new: unseen (or forgotten)
     /// and at or after `learning_end`. Late (out-of-order) sightings only move `last`
     /// forward.
-    pub fn observe(&mut self, key: u128, t: i64, cluster: u16, learning_end: i64, history: i64) -> bool {
+    pub fn observe(
+        &mut self,
+        key: u128,
+        t: i64,
+        cluster: u16,
+        learning_end: i64,
+        history: i64,
+    ) -> bool {
         match self.seen.get_mut(&key) {
             Some(s) => {
                 let forgotten = s.last <= t.saturating_sub(history);
@@ -53,7 +60,8 @@ impl Baseline {
     /// Returns how many were forgotten.
     pub fn expire(&mut self, wm: impl Fn(u16) -> i64, history: i64) -> usize {
         let before = self.seen.len();
-        self.seen.retain(|_, s| s.last > wm(s.cluster).saturating_sub(history));
+        self.seen
+            .retain(|_, s| s.last > wm(s.cluster).saturating_sub(history));
         before - self.seen.len()
     }
 
@@ -89,13 +97,22 @@ mod tests {
     fn learning_then_first_seen_then_history() {
         let mut b = Baseline::default();
         let learning_end = D;
-        assert!(!b.observe(1, 0, 0, learning_end, 7 * D), "learning: recorded, not new");
+        assert!(
+            !b.observe(1, 0, 0, learning_end, 7 * D),
+            "learning: recorded, not new"
+        );
         assert!(!b.observe(1, D, 0, learning_end, 7 * D), "known tuple");
-        assert!(b.observe(2, D, 0, learning_end, 7 * D), "new exactly at the end of learning");
+        assert!(
+            b.observe(2, D, 0, learning_end, 7 * D),
+            "new exactly at the end of learning"
+        );
         assert!(!b.observe(2, D + 1, 0, learning_end, 7 * D));
         // Last seen exactly `history` ago: forgotten, new again.
         assert!(b.observe(1, 8 * D, 0, learning_end, 7 * D));
-        assert!(!b.observe(2, 8 * D, 0, learning_end, 7 * D), "seen within history");
+        assert!(
+            !b.observe(2, 8 * D, 0, learning_end, 7 * D),
+            "seen within history"
+        );
     }
 
     #[test]
@@ -106,7 +123,11 @@ mod tests {
         }
         assert_eq!(b.evict_stalest(3), 3);
         assert!(!b.seen.contains_key(&0) && !b.seen.contains_key(&2) && b.seen.contains_key(&3));
-        assert_eq!(b.expire(|_| 105, 100), 3, "tuples 3, 4, 5 are 100 µs or more before 105");
+        assert_eq!(
+            b.expire(|_| 105, 100),
+            3,
+            "tuples 3, 4, 5 are 100 µs or more before 105"
+        );
         assert_eq!(b.seen.len(), 4);
     }
 }

@@ -32,8 +32,8 @@ use serde_json::{json, Value};
 
 use super::baseline::ENTRY_BYTES;
 use super::state::{
-    wm_of, Clocks, ClusterSnap, CorrSnap, PKey, Record, Shard, SnapshotFile, StateConfig, StateError, GROUP_SLOT_BYTES,
-    RECORD_BYTES, SHARDS, SNAPSHOT_FILE, SNAPSHOT_VERSION,
+    wm_of, Clocks, ClusterSnap, CorrSnap, PKey, Record, Shard, SnapshotFile, StateConfig,
+    StateError, GROUP_SLOT_BYTES, RECORD_BYTES, SHARDS, SNAPSHOT_FILE, SNAPSHOT_VERSION,
 };
 use super::suppress::{Exception, Exceptions, Verdict};
 use super::window::{CompactId, Firing, Group, GroupState, Hit, Outcome, Shape, RING_MAX};
@@ -76,7 +76,9 @@ pub struct ListCatalog(pub Vec<(String, Option<String>)>);
 
 impl RuleCatalog for ListCatalog {
     fn find(&self, s: &str) -> Option<usize> {
-        self.0.iter().position(|(id, name)| id == s || name.as_deref() == Some(s))
+        self.0
+            .iter()
+            .position(|(id, name)| id == s || name.as_deref() == Some(s))
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -98,7 +100,10 @@ impl RuleCatalog for crate::rules::RuleSet {
         self.rules().len()
     }
     fn names(&self, idx: usize) -> Vec<String> {
-        self.rules().get(idx).map(|r| vec![r.meta.id.clone()]).unwrap_or_default()
+        self.rules()
+            .get(idx)
+            .map(|r| vec![r.meta.id.clone()])
+            .unwrap_or_default()
     }
 }
 
@@ -211,14 +216,21 @@ fn values(ev: &AuditEvent<'_>, path: &FieldPath) -> Vec<String> {
     out
 }
 
+/// One group-key combination: the values (None = field missing) and their hash.
+type Combo = (Vec<Option<String>>, u128);
+
 /// Every combination of the values of `paths` (one group per value of a list field),
 /// as (values, key). A missing field is one `None` value.
-fn combos(ev: &AuditEvent<'_>, cluster: Option<&str>, paths: &[FieldPath]) -> (Vec<(Vec<Option<String>>, u128)>, bool) {
+fn combos(ev: &AuditEvent<'_>, cluster: Option<&str>, paths: &[FieldPath]) -> (Vec<Combo>, bool) {
     let mut acc: Vec<Vec<Option<String>>> = vec![Vec::new()];
     let mut truncated = false;
     for p in paths {
         let vals = values(ev, p);
-        let opts: Vec<Option<String>> = if vals.is_empty() { vec![None] } else { vals.into_iter().map(Some).collect() };
+        let opts: Vec<Option<String>> = if vals.is_empty() {
+            vec![None]
+        } else {
+            vals.into_iter().map(Some).collect()
+        };
         let mut next = Vec::with_capacity(acc.len() * opts.len());
         'outer: for a in &acc {
             for o in &opts {
@@ -288,7 +300,11 @@ impl Correlator {
 
     /// Builds a correlator from parsed definitions, resolving references against `catalog`
     /// and against each other (chains).
-    pub fn from_defs(defs: Vec<CorrelationDef>, catalog: &dyn RuleCatalog, cfg: StateConfig) -> Result<Correlator, Vec<RuleError>> {
+    pub fn from_defs(
+        defs: Vec<CorrelationDef>,
+        catalog: &dyn RuleCatalog,
+        cfg: StateConfig,
+    ) -> Result<Correlator, Vec<RuleError>> {
         let mut errs = Vec::new();
         let n = defs.len();
         // Correlation names and ids.
@@ -297,7 +313,10 @@ impl Correlator {
             for k in std::iter::once(d.meta.id.as_str()).chain(d.name.as_deref()) {
                 if let Some(prev) = corr_ix.insert(k, i) {
                     if prev != i {
-                        errs.push(err(d, format!("correlation id or name `{k}` is used twice")));
+                        errs.push(err(
+                            d,
+                            format!("correlation id or name `{k}` is used twice"),
+                        ));
                     }
                 }
             }
@@ -314,7 +333,12 @@ impl Correlator {
             for r in &d.rules {
                 match resolve(r) {
                     Some(x) => t.push(x),
-                    None => errs.push(err(d, format!("`correlation.rules`: no rule or correlation with name or id `{r}`"))),
+                    None => errs.push(err(
+                        d,
+                        format!(
+                            "`correlation.rules`: no rule or correlation with name or id `{r}`"
+                        ),
+                    )),
                 }
             }
             targets.push(t);
@@ -339,9 +363,12 @@ impl Correlator {
             true
         }
         let mut st = vec![0u8; n];
-        for i in 0..n {
+        for (i, d) in defs.iter().enumerate() {
             if !visit(i, &targets, &mut st) {
-                errs.push(err(&defs[i], "correlation chain refers back to itself (a cycle)".into()));
+                errs.push(err(
+                    d,
+                    "correlation chain refers back to itself (a cycle)".into(),
+                ));
                 break;
             }
         }
@@ -370,7 +397,9 @@ impl Correlator {
         let names_of = |t: &Target| -> Vec<String> {
             match *t {
                 Target::Rule(r) => catalog.names(r),
-                Target::Corr(c) => std::iter::once(defs[c].meta.id.clone()).chain(defs[c].name.clone()).collect(),
+                Target::Corr(c) => std::iter::once(defs[c].meta.id.clone())
+                    .chain(defs[c].name.clone())
+                    .collect(),
             }
         };
         // Tuning: global exceptions and suppression, resolved to rules and correlations.
@@ -398,7 +427,9 @@ impl Correlator {
                     match resolve(r) {
                         Some(Target::Rule(x)) => rule_ex[x].push(ex.clone()),
                         Some(Target::Corr(x)) => corr_ex[x].push(ex.clone()),
-                        None => errs.push(tune_err(format!("exception `{}`: no rule `{r}`", ex.name))),
+                        None => {
+                            errs.push(tune_err(format!("exception `{}`: no rule `{r}`", ex.name)))
+                        }
                     }
                 }
             }
@@ -415,17 +446,25 @@ impl Correlator {
         for (i, s) in cfg.tuning.suppress.iter().enumerate() {
             let Some(ms) = crate::rules::correlation::parse_duration(&s.interval) else {
                 errs.push(tune_err(
-                    super::suppress::TuningError::BadInterval { index: i, value: s.interval.clone() }.to_string(),
+                    super::suppress::TuningError::BadInterval {
+                        index: i,
+                        value: s.interval.clone(),
+                    }
+                    .to_string(),
                 ));
                 continue;
             };
             let paths: Vec<FieldPath> = s.group_by.iter().map(|g| FieldPath::parse(g)).collect();
             for r in &s.rules {
                 if r == "*" {
-                    rule_suppress.iter_mut().for_each(|x| *x = Some((ms * 1000, paths.clone())));
+                    rule_suppress
+                        .iter_mut()
+                        .for_each(|x| *x = Some((ms * 1000, paths.clone())));
                 } else {
                     match resolve(r) {
-                        Some(Target::Rule(x)) => rule_suppress[x] = Some((ms * 1000, paths.clone())),
+                        Some(Target::Rule(x)) => {
+                            rule_suppress[x] = Some((ms * 1000, paths.clone()))
+                        }
                         Some(Target::Corr(x)) => corr_suppress[x] = Some(ms * 1000),
                         None => errs.push(tune_err(format!("suppress[{i}]: no rule `{r}`"))),
                     }
@@ -468,8 +507,12 @@ impl Correlator {
                     };
                     (shape, Some(FieldPath::parse(field)), Vec::new(), 0, 0)
                 }
-                CorrelationKind::Temporal => (Shape::Temporal { n: d.rules.len() }, None, Vec::new(), 0, 0),
-                CorrelationKind::TemporalOrdered => (Shape::Ordered { n: d.rules.len() }, None, Vec::new(), 0, 0),
+                CorrelationKind::Temporal => {
+                    (Shape::Temporal { n: d.rules.len() }, None, Vec::new(), 0, 0)
+                }
+                CorrelationKind::TemporalOrdered => {
+                    (Shape::Ordered { n: d.rules.len() }, None, Vec::new(), 0, 0)
+                }
                 CorrelationKind::NewTerms {
                     fields,
                     history_ms,
@@ -485,9 +528,18 @@ impl Correlator {
             // Aliases: alias -> per referenced rule field.
             for (alias, per) in &d.aliases {
                 for r in per.keys() {
-                    let known = d.rules.iter().zip(&targets[i]).any(|(w, t)| w == r || names_of(t).contains(r));
+                    let known = d
+                        .rules
+                        .iter()
+                        .zip(&targets[i])
+                        .any(|(w, t)| w == r || names_of(t).contains(r));
                     if !known {
-                        errs.push(err(d, format!("alias `{alias}` names `{r}`, which is not in `correlation.rules`")));
+                        errs.push(err(
+                            d,
+                            format!(
+                                "alias `{alias}` names `{r}`, which is not in `correlation.rules`"
+                            ),
+                        ));
                     }
                 }
             }
@@ -520,12 +572,19 @@ impl Correlator {
                     Err(e) => errs.push(err(d, e.to_string())),
                 }
             }
-            exs.extend(corr_ex[i].drain(..));
-            let chained = !parents[i].is_empty() || targets[i].iter().any(|t| matches!(t, Target::Corr(_)));
+            exs.append(&mut corr_ex[i]);
+            let chained =
+                !parents[i].is_empty() || targets[i].iter().any(|t| matches!(t, Target::Corr(_)));
             let fingerprint = xxhash_rust::xxh3::xxh3_64(
                 format!(
                     "{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}",
-                    d.kind, d.rules, d.group_by, d.aliases, d.timespan_ms, d.condition, cfg.max_audit_ids
+                    d.kind,
+                    d.rules,
+                    d.group_by,
+                    d.aliases,
+                    d.timespan_ms,
+                    d.condition,
+                    cfg.max_audit_ids
                 )
                 .as_bytes(),
             );
@@ -555,7 +614,11 @@ impl Correlator {
                 corrs,
                 by_rule,
                 parents,
-                quiet_rules: rule_refd.iter().zip(&rule_gen).map(|(r, g)| *r && !*g).collect(),
+                quiet_rules: rule_refd
+                    .iter()
+                    .zip(&rule_gen)
+                    .map(|(r, g)| *r && !*g)
+                    .collect(),
                 rule_exceptions: rule_ex.into_iter().map(Exceptions::new).collect(),
                 rule_suppress,
             }),
@@ -599,7 +662,11 @@ impl Correlator {
     /// Whether base rule `rule_idx`'s own alerts are suppressed: it is referenced by a
     /// correlation and none of those says `generate: true` (Sigma v2 default).
     pub fn suppressed_generate(&self, rule_idx: usize) -> bool {
-        self.plan.quiet_rules.get(rule_idx).copied().unwrap_or(false)
+        self.plan
+            .quiet_rules
+            .get(rule_idx)
+            .copied()
+            .unwrap_or(false)
     }
 
     /// Applies global exceptions and re-alert suppression to a stateless rule's alert.
@@ -607,7 +674,12 @@ impl Correlator {
     /// `correlation` object `{"type": "suppression", "suppressedRepeats": n, ...}`.
     pub fn admit_base(&self, rule_idx: usize, ev: &AuditEvent<'_>, alert: &mut Alert) -> bool {
         let m = &self.cfg.metrics;
-        if let Some(name) = self.plan.rule_exceptions.get(rule_idx).and_then(|e| e.allowed_by(ev)) {
+        if let Some(name) = self
+            .plan
+            .rule_exceptions
+            .get(rule_idx)
+            .and_then(|e| e.allowed_by(ev))
+        {
             let _ = name;
             m.count("audithawk_exceptions_total", &[("rule", &alert.rule.id)], 1);
             return false;
@@ -619,7 +691,9 @@ impl Correlator {
             return true;
         };
         let (cs, _) = combos(ev, ev.cluster.as_deref(), paths);
-        let Some((vals, key)) = cs.into_iter().next() else { return true };
+        let Some((vals, key)) = cs.into_iter().next() else {
+            return true;
+        };
         match self.base_supp.offer(rule_idx, key as u64, t, *iv) {
             Verdict::Suppress => {
                 m.count("audithawk_suppressed_total", &[("rule", &alert.rule.id)], 1);
@@ -671,7 +745,17 @@ impl Correlator {
     }
 
     /// The records event `ev` contributes to correlation `corr` at rule position `pos`.
-    fn records_for(&self, corr: usize, pos: usize, ev: &AuditEvent<'_>, t: i64, cluster: u16, evref: &Arc<EvRef>, out: &mut Vec<Record>) {
+    #[allow(clippy::too_many_arguments)]
+    fn records_for(
+        &self,
+        corr: usize,
+        pos: usize,
+        ev: &AuditEvent<'_>,
+        t: i64,
+        cluster: u16,
+        evref: &Arc<EvRef>,
+        out: &mut Vec<Record>,
+    ) {
         let c = &self.plan.corrs[corr];
         let cl = ev.cluster.as_deref();
         let paths: &[FieldPath] = if matches!(c.def.kind, CorrelationKind::NewTerms { .. }) {
@@ -681,12 +765,17 @@ impl Correlator {
         };
         let (keys, truncated) = combos(ev, cl, paths);
         if truncated {
-            self.cfg
-                .metrics
-                .count("audithawk_correlation_keys_truncated_total", &[("rule", &c.def.meta.id)], 1);
+            self.cfg.metrics.count(
+                "audithawk_correlation_keys_truncated_total",
+                &[("rule", &c.def.meta.id)],
+                1,
+            );
         }
         let vals: Vec<Option<Box<str>>> = match &c.value_path {
-            Some(p) => values(ev, p).into_iter().map(|v| Some(v.into_boxed_str())).collect(),
+            Some(p) => values(ev, p)
+                .into_iter()
+                .map(|v| Some(v.into_boxed_str()))
+                .collect(),
             None => vec![None],
         };
         for (_, key) in keys {
@@ -711,7 +800,10 @@ impl Correlator {
             corr: rec.corr,
             rpos: u16::MAX - rec.pos,
             key: rec.key,
-            vhash: rec.value.as_deref().map_or(0, |v| xxhash_rust::xxh3::xxh3_64(v.as_bytes())),
+            vhash: rec
+                .value
+                .as_deref()
+                .map_or(0, |v| xxhash_rust::xxh3::xxh3_64(v.as_bytes())),
         }
     }
 
@@ -719,15 +811,23 @@ impl Correlator {
     /// rules that matched it. Alerts of correlations that fire are pushed into `out`
     /// (possibly for earlier events, released by this event's watermark).
     pub fn observe(&self, matched: &[usize], ev: &AuditEvent<'_>, out: &mut Vec<Alert>) {
-        let relevant = matched.iter().any(|&r| self.plan.by_rule.get(r).is_some_and(|v| !v.is_empty()));
+        let relevant = matched
+            .iter()
+            .any(|&r| self.plan.by_rule.get(r).is_some_and(|v| !v.is_empty()));
         let Some(t) = ev.event_time().map(|d| d.timestamp_micros()) else {
             if relevant {
-                self.cfg.metrics.count("audithawk_correlation_events_total", &[("outcome", "no_time")], 1);
+                self.cfg.metrics.count(
+                    "audithawk_correlation_events_total",
+                    &[("outcome", "no_time")],
+                    1,
+                );
             }
             return;
         };
         let cid = self.clocks.intern(ev.cluster.as_ref());
-        let Some(clock) = self.clocks.get(cid) else { return };
+        let Some(clock) = self.clocks.get(cid) else {
+            return;
+        };
         let before = wm_of(&clock, self.lateness);
         clock.max_seen.fetch_max(t, Ordering::AcqRel);
         let wm = wm_of(&clock, self.lateness);
@@ -743,9 +843,11 @@ impl Correlator {
                 for &(corr, pos) in self.plan.by_rule.get(r).map_or(&[][..], Vec::as_slice) {
                     let c = &self.plan.corrs[corr as usize];
                     if c.exceptions.allowed_by(ev).is_some() {
-                        self.cfg
-                            .metrics
-                            .count("audithawk_exceptions_total", &[("rule", &c.def.meta.id)], 1);
+                        self.cfg.metrics.count(
+                            "audithawk_exceptions_total",
+                            &[("rule", &c.def.meta.id)],
+                            1,
+                        );
                         continue;
                     }
                     if matches!(c.def.kind, CorrelationKind::NewTerms { .. }) {
@@ -775,9 +877,11 @@ impl Correlator {
                     }
                 }
                 self.drain(&mut sh, out);
+                self.shed(&mut sh, out);
             }
         }
-        let crossed = before == i64::MIN || before.div_euclid(DRAIN_STEP) != wm.div_euclid(DRAIN_STEP);
+        let crossed =
+            before == i64::MIN || before.div_euclid(DRAIN_STEP) != wm.div_euclid(DRAIN_STEP);
         if crossed {
             for (s, was) in touched.iter().enumerate() {
                 if !was {
@@ -796,19 +900,50 @@ impl Correlator {
             let wm = self.clocks.watermark(c as u16, self.lateness);
             wmax = wmax.max(wm);
             loop {
-                let ready = sh.pending[c].first_key_value().is_some_and(|(k, _)| k.t < wm);
+                let ready = sh.pending[c]
+                    .first_key_value()
+                    .is_some_and(|(k, _)| k.t < wm);
                 if !ready {
                     break;
                 }
-                let Some((_, r)) = sh.pending[c].pop_first() else { break };
+                let Some((_, r)) = sh.pending[c].pop_first() else {
+                    break;
+                };
                 sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + r.ev.raw.len());
                 self.apply(sh, r, false, out);
             }
         }
         let every = self.sweep_every();
-        if wmax != i64::MIN && (sh.swept_at == i64::MIN || wmax >= sh.swept_at.saturating_add(every)) {
+        if wmax != i64::MIN
+            && (sh.swept_at == i64::MIN || wmax >= sh.swept_at.saturating_add(every))
+        {
             sh.swept_at = wmax;
             self.sweep(sh, false, out);
+        }
+    }
+
+    /// Under memory pressure, applies the oldest held records early (giving up some of the
+    /// allowed lateness, counted) rather than letting the reorder buffer grow without
+    /// bound: at a high event rate, the lateness times the rate can exceed the byte cap.
+    fn shed(&self, sh: &mut Shard, out: &mut Vec<Alert>) {
+        let cap = (self.cfg.max_state_bytes / SHARDS).max(1);
+        let mut released = 0u64;
+        while sh.bytes > cap {
+            let oldest = (0..sh.pending.len())
+                .filter_map(|c| sh.pending[c].first_key_value().map(|(k, _)| (k.t, c)))
+                .min();
+            let Some((_, c)) = oldest else { break };
+            let Some((_, r)) = sh.pending[c].pop_first() else {
+                break;
+            };
+            sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + r.ev.raw.len());
+            self.apply(sh, r, false, out);
+            released += 1;
+        }
+        if released > 0 {
+            self.cfg
+                .metrics
+                .count("audithawk_correlation_early_release_total", &[], released);
         }
     }
 
@@ -827,7 +962,12 @@ impl Correlator {
     /// Removes expired groups and forgotten tuples; closes tumbling windows (all of them
     /// when `close_all`, at end of input).
     fn sweep(&self, sh: &mut Shard, close_all: bool, out: &mut Vec<Alert>) {
-        let wms: Vec<i64> = self.clocks.all().iter().map(|c| wm_of(c, self.lateness)).collect();
+        let wms: Vec<i64> = self
+            .clocks
+            .all()
+            .iter()
+            .map(|c| wm_of(c, self.lateness))
+            .collect();
         let wm = |c: u16| wms.get(c as usize).copied().unwrap_or(i64::MIN);
         let wmax = wms.iter().copied().max().unwrap_or(i64::MIN);
         for corr in 0..self.plan.corrs.len() {
@@ -875,7 +1015,10 @@ impl Correlator {
     }
 
     fn evict(&self, sh: &mut Shard, corr: usize, n: usize) {
-        let evicted = if matches!(self.plan.corrs[corr].def.kind, CorrelationKind::NewTerms { .. }) {
+        let evicted = if matches!(
+            self.plan.corrs[corr].def.kind,
+            CorrelationKind::NewTerms { .. }
+        ) {
             let e = sh.terms[corr].evict_stalest(n);
             sh.bytes = sh.bytes.saturating_sub(e * ENTRY_BYTES);
             e
@@ -909,8 +1052,15 @@ impl Correlator {
     /// from the biggest correlation of this shard). Evicts the stalest tenth at once so that
     /// the selection cost is amortised.
     fn make_room(&self, sh: &mut Shard, corr: usize) {
-        let is_terms = matches!(self.plan.corrs[corr].def.kind, CorrelationKind::NewTerms { .. });
-        let len = if is_terms { sh.terms[corr].seen.len() } else { sh.groups[corr].len() };
+        let is_terms = matches!(
+            self.plan.corrs[corr].def.kind,
+            CorrelationKind::NewTerms { .. }
+        );
+        let len = if is_terms {
+            sh.terms[corr].seen.len()
+        } else {
+            sh.groups[corr].len()
+        };
         let cap = self.group_cap(corr);
         if len >= cap {
             self.evict(sh, corr, (cap / 10).max(1).max(len + 1 - cap));
@@ -939,24 +1089,37 @@ impl Correlator {
         let id = c.def.meta.id.as_str();
         if let CorrelationKind::NewTerms { .. } = c.def.kind {
             if late && rec.t <= wm.saturating_sub(c.history) {
-                m.count("audithawk_correlation_late_total", &[("rule", id), ("outcome", "too_late")], 1);
+                m.count(
+                    "audithawk_correlation_late_total",
+                    &[("rule", id), ("outcome", "too_late")],
+                    1,
+                );
                 return;
             }
             if !sh.terms[corr].seen.contains_key(&rec.key) {
                 self.make_room(sh, corr);
                 sh.bytes += ENTRY_BYTES;
             }
-            let learning_end = self.learning_start[corr].load(Ordering::Acquire).saturating_add(c.learning);
+            let learning_end = self.learning_start[corr]
+                .load(Ordering::Acquire)
+                .saturating_add(c.learning);
             let new = sh.terms[corr].observe(rec.key, rec.t, rec.cluster, learning_end, c.history);
             if late {
-                m.count("audithawk_correlation_late_total", &[("rule", id), ("outcome", "applied")], 1);
+                m.count(
+                    "audithawk_correlation_late_total",
+                    &[("rule", id), ("outcome", "applied")],
+                    1,
+                );
             }
             if new {
                 let f = Firing {
                     count: 1,
                     start: rec.t,
                     end: rec.t,
-                    hits: vec![Hit { t: rec.t, id: CompactId::new(&rec.ev.audit_id) }],
+                    hits: vec![Hit {
+                        t: rec.t,
+                        id: CompactId::new(&rec.ev.audit_id),
+                    }],
                     total: 1,
                     ..Default::default()
                 };
@@ -967,7 +1130,11 @@ impl Correlator {
         let span = c.span;
         if !sh.groups[corr].contains_key(&rec.key) {
             if late && rec.t <= wm.saturating_sub(span) {
-                m.count("audithawk_correlation_late_total", &[("rule", id), ("outcome", "too_late")], 1);
+                m.count(
+                    "audithawk_correlation_late_total",
+                    &[("rule", id), ("outcome", "too_late")],
+                    1,
+                );
                 return;
             }
             self.make_room(sh, corr);
@@ -977,7 +1144,9 @@ impl Correlator {
         } else if !late {
             // In order: a window that the new event has left behind is decided (tumbling)
             // or simply restarted.
-            let stale = sh.groups[corr].get(&rec.key).is_some_and(|g| g.expired(rec.t, span));
+            let stale = sh.groups[corr]
+                .get(&rec.key)
+                .is_some_and(|g| g.expired(rec.t, span));
             if stale {
                 if let Some(mut g) = sh.groups[corr].remove(&rec.key) {
                     sh.bytes = sh.bytes.saturating_sub(GROUP_SLOT_BYTES + g.heap_bytes());
@@ -986,7 +1155,9 @@ impl Correlator {
                         _ => None,
                     };
                     let distinct = matches!(c.def.kind, CorrelationKind::ValueCount { .. });
-                    if let (Some(f), Some(ev)) = (g.close(rec.t, span, &c.def.condition, distinct), last) {
+                    if let (Some(f), Some(ev)) =
+                        (g.close(rec.t, span, &c.def.condition, distinct), last)
+                    {
                         self.fire(sh, corr, rec.pos as usize, rec.key, &ev, f, out);
                     }
                 }
@@ -995,7 +1166,9 @@ impl Correlator {
                 sh.groups[corr].insert(rec.key, g);
             }
         }
-        let Some(g) = sh.groups[corr].get_mut(&rec.key) else { return };
+        let Some(g) = sh.groups[corr].get_mut(&rec.key) else {
+            return;
+        };
         let before = g.heap_bytes();
         let outcome = g.apply(
             c.shape,
@@ -1015,12 +1188,20 @@ impl Correlator {
         let after = g.heap_bytes();
         sh.bytes = (sh.bytes + after).saturating_sub(before);
         if late && outcome != Outcome::TooOld {
-            m.count("audithawk_correlation_late_total", &[("rule", id), ("outcome", "applied")], 1);
+            m.count(
+                "audithawk_correlation_late_total",
+                &[("rule", id), ("outcome", "applied")],
+                1,
+            );
         }
         match outcome {
             Outcome::Quiet => {}
             Outcome::TooOld => {
-                m.count("audithawk_correlation_late_total", &[("rule", id), ("outcome", "too_late")], 1);
+                m.count(
+                    "audithawk_correlation_late_total",
+                    &[("rule", id), ("outcome", "too_late")],
+                    1,
+                );
             }
             Outcome::Fire(f) => {
                 if let Some(g) = sh.groups[corr].remove(&rec.key) {
@@ -1033,7 +1214,16 @@ impl Correlator {
 
     /// A correlation fired for group `key`: suppression, the alert, and the chain.
     #[allow(clippy::too_many_arguments)]
-    fn fire(&self, sh: &mut Shard, corr: usize, pos: usize, key: u128, ev: &Arc<EvRef>, f: Firing, out: &mut Vec<Alert>) {
+    fn fire(
+        &self,
+        sh: &mut Shard,
+        corr: usize,
+        pos: usize,
+        key: u128,
+        ev: &Arc<EvRef>,
+        f: Firing,
+        out: &mut Vec<Alert>,
+    ) {
         let c = &self.plan.corrs[corr];
         let Ok(mut parsed) = AuditEvent::parse(&ev.raw) else {
             // The text was parsed once already; this cannot fail short of memory corruption.
@@ -1044,13 +1234,17 @@ impl Correlator {
         let mut emit = c.emits || self.emit_all;
         let mut suppressed = 0;
         if let Some(iv) = c.suppress_us {
-            let entry = sh.supp[corr].entry(key).or_insert((cid, Default::default()));
+            let entry = sh.supp[corr]
+                .entry(key)
+                .or_insert((cid, Default::default()));
             match entry.1.offer(f.end, iv) {
                 Verdict::Suppress => {
                     emit = false;
-                    self.cfg
-                        .metrics
-                        .count("audithawk_suppressed_total", &[("rule", &c.def.meta.id)], 1);
+                    self.cfg.metrics.count(
+                        "audithawk_suppressed_total",
+                        &[("rule", &c.def.meta.id)],
+                        1,
+                    );
                 }
                 Verdict::Emit { suppressed: n } => suppressed = n,
             }
@@ -1066,33 +1260,65 @@ impl Correlator {
         let parents = self.plan.parents[corr].clone();
         for (p, ppos) in parents {
             let mut recs = Vec::new();
-            self.records_for(p as usize, ppos as usize, &parsed, f.end, cid, ev, &mut recs);
+            self.records_for(
+                p as usize,
+                ppos as usize,
+                &parsed,
+                f.end,
+                cid,
+                ev,
+                &mut recs,
+            );
             for r in recs {
                 self.apply(sh, r, false, out);
             }
         }
     }
 
-    fn build_alert(&self, corr: usize, pos: usize, key: u128, ev: &AuditEvent<'_>, f: &Firing, suppressed: u64) -> Alert {
+    fn build_alert(
+        &self,
+        corr: usize,
+        pos: usize,
+        key: u128,
+        ev: &AuditEvent<'_>,
+        f: &Firing,
+        suppressed: u64,
+    ) -> Alert {
         let c = &self.plan.corrs[corr];
         let mut a = Alert::new(&c.def.meta, ev, Utc::now());
         let new_terms = matches!(c.def.kind, CorrelationKind::NewTerms { .. });
         let (names, paths): (Vec<&String>, &[FieldPath]) = if new_terms {
             match &c.def.kind {
-                CorrelationKind::NewTerms { fields, .. } => (fields.iter().collect(), &c.term_paths),
+                CorrelationKind::NewTerms { fields, .. } => {
+                    (fields.iter().collect(), &c.term_paths)
+                }
                 _ => (Vec::new(), &[]),
             }
         } else {
-            (c.def.group_by.iter().collect(), c.group_paths.get(pos).map_or(&[][..], Vec::as_slice))
+            (
+                c.def.group_by.iter().collect(),
+                c.group_paths.get(pos).map_or(&[][..], Vec::as_slice),
+            )
         };
         let (cs, _) = combos(ev, ev.cluster.as_deref(), paths);
-        let vals = cs.into_iter().find(|(_, k)| *k == key).map(|(v, _)| v).unwrap_or_default();
+        let vals = cs
+            .into_iter()
+            .find(|(_, k)| *k == key)
+            .map(|(v, _)| v)
+            .unwrap_or_default();
         let mut group = serde_json::Map::new();
         for (i, n) in names.iter().enumerate() {
             let v = vals.get(i).cloned().flatten();
             group.insert((*n).clone(), v.map_or(Value::Null, Value::String));
         }
-        let ids: Vec<String> = f.hits.iter().rev().take(self.cfg.max_audit_ids).rev().map(|h| h.id.render()).collect();
+        let ids: Vec<String> = f
+            .hits
+            .iter()
+            .rev()
+            .take(self.cfg.max_audit_ids)
+            .rev()
+            .map(|h| h.id.render())
+            .collect();
         let mut o = serde_json::Map::new();
         o.insert("type".into(), c.def.kind.as_str().into());
         o.insert("rules".into(), json!(c.def.rules));
@@ -1112,9 +1338,15 @@ impl Correlator {
         }
         if let CorrelationKind::ValueCount { field } = &c.def.kind {
             o.insert("field".into(), field.clone().into());
-            o.insert("values".into(), json!(f.values.iter().take(32).collect::<Vec<_>>()));
+            o.insert(
+                "values".into(),
+                json!(f.values.iter().take(32).collect::<Vec<_>>()),
+            );
         }
-        if matches!(c.def.kind, CorrelationKind::Temporal | CorrelationKind::TemporalOrdered) {
+        if matches!(
+            c.def.kind,
+            CorrelationKind::Temporal | CorrelationKind::TemporalOrdered
+        ) {
             let seq: Vec<Value> = f
                 .hits
                 .iter()
@@ -1129,7 +1361,10 @@ impl Correlator {
         o.insert("auditIDsTotal".into(), f.total.into());
         o.insert("suppressedRepeats".into(), suppressed.into());
         a.timestamp = micros_to_rfc3339(f.end);
-        let key_text = format!("{}\u{0}{key:x}\u{0}{}\u{0}{}", c.def.meta.id, f.start, f.end);
+        let key_text = format!(
+            "{}\u{0}{key:x}\u{0}{}\u{0}{}",
+            c.def.meta.id, f.start, f.end
+        );
         a.event.id = uuid::Uuid::new_v5(&CORR_NS, key_text.as_bytes()).to_string();
         let group_desc = group
             .iter()
@@ -1138,7 +1373,12 @@ impl Correlator {
             .join(", ");
         a.message = match &c.def.kind {
             CorrelationKind::EventCount => {
-                format!("{}: {} events for {group_desc} within {}", c.def.meta.title, f.count, format_duration(c.def.timespan_ms))
+                format!(
+                    "{}: {} events for {group_desc} within {}",
+                    c.def.meta.title,
+                    f.count,
+                    format_duration(c.def.timespan_ms)
+                )
             }
             CorrelationKind::ValueCount { field } => format!(
                 "{}: {} distinct {field} for {group_desc} within {}",
@@ -1153,7 +1393,9 @@ impl Correlator {
                 c.def.rules.len(),
                 format_duration(c.def.timespan_ms)
             ),
-            CorrelationKind::NewTerms { .. } => format!("{}: first seen {group_desc}", c.def.meta.title),
+            CorrelationKind::NewTerms { .. } => {
+                format!("{}: first seen {group_desc}", c.def.meta.title)
+            }
         };
         a.correlation = Some(Value::Object(o));
         a
@@ -1240,7 +1482,10 @@ impl Correlator {
     /// Writes all state (groups, baselines, suppression, held records, clocks) to `path`
     /// atomically (temporary file, fsync, rename).
     pub fn snapshot(&self, path: &Path) -> Result<StateStats, StateError> {
-        let io = |source| StateError::Io { path: path.to_path_buf(), source };
+        let io = |source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let clocks = self.clocks.all();
         let mut corrs: Vec<CorrSnap> = self
             .plan
@@ -1260,9 +1505,12 @@ impl Correlator {
         for s in self.shards.iter() {
             let sh = s.lock();
             for (i, cs) in corrs.iter_mut().enumerate() {
-                cs.groups.extend(sh.groups[i].iter().map(|(k, g)| (*k, g.clone())));
-                cs.terms.extend(sh.terms[i].seen.iter().map(|(k, v)| (*k, *v)));
-                cs.supp.extend(sh.supp[i].iter().map(|(k, (c, s))| (*k, *c, *s)));
+                cs.groups
+                    .extend(sh.groups[i].iter().map(|(k, g)| (*k, g.clone())));
+                cs.terms
+                    .extend(sh.terms[i].seen.iter().map(|(k, v)| (*k, *v)));
+                cs.supp
+                    .extend(sh.supp[i].iter().map(|(k, (c, s))| (*k, *c, *s)));
             }
             for p in &sh.pending {
                 for r in p.values() {
@@ -1306,13 +1554,21 @@ impl Correlator {
     pub fn restore(&self, path: &Path) -> Result<RestoreStats, StateError> {
         let text = match std::fs::read(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RestoreStats::default()),
-            Err(source) => return Err(StateError::Io { path: path.to_path_buf(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RestoreStats::default())
+            }
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
         };
-        let file: SnapshotFile = serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let file: SnapshotFile =
+            serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         if file.version != SNAPSHOT_VERSION {
             return Err(StateError::Corrupt {
                 path: path.to_path_buf(),
@@ -1340,7 +1596,10 @@ impl Correlator {
             .map(|(i, c)| (c.def.meta.id.as_str(), i))
             .collect();
         for cs in file.correlations {
-            let Some(&i) = by_id.get(cs.id.as_str()).filter(|&&i| self.plan.corrs[i].fingerprint == cs.fingerprint) else {
+            let Some(&i) = by_id
+                .get(cs.id.as_str())
+                .filter(|&&i| self.plan.corrs[i].fingerprint == cs.fingerprint)
+            else {
                 st.dropped_rules += 1;
                 continue;
             };
@@ -1386,7 +1645,10 @@ impl Correlator {
     /// Runs every correlation's `examples` (see docs/correlation.md) with a fresh state per
     /// sequence: `evaluate` is the stateless rule evaluation (`RuleSet::evaluate`). Each
     /// positive sequence must make the correlation alert; no negative one may.
-    pub fn run_examples(&self, evaluate: &dyn Fn(&AuditEvent<'_>, &mut Vec<usize>)) -> Vec<ExampleFailure> {
+    pub fn run_examples(
+        &self,
+        evaluate: &dyn Fn(&AuditEvent<'_>, &mut Vec<usize>),
+    ) -> Vec<ExampleFailure> {
         let mut fails = Vec::new();
         for c in &self.plan.corrs {
             let ex = &c.def.examples;
@@ -1414,7 +1676,9 @@ impl Correlator {
                             }
                         };
                         if ev.event_time().is_none() {
-                            bad = Some(format!("event {j}: no stageTimestamp or requestReceivedTimestamp"));
+                            bad = Some(format!(
+                                "event {j}: no stageTimestamp or requestReceivedTimestamp"
+                            ));
                             break;
                         }
                         hits.clear();
@@ -1431,7 +1695,13 @@ impl Correlator {
                         fails.push(fail(if positive {
                             "expected an alert, got none".into()
                         } else {
-                            format!("expected no alert, got: {}", out.iter().find(|a| a.rule.id == c.def.meta.id).map(|a| a.message.clone()).unwrap_or_default())
+                            format!(
+                                "expected no alert, got: {}",
+                                out.iter()
+                                    .find(|a| a.rule.id == c.def.meta.id)
+                                    .map(|a| a.message.clone())
+                                    .unwrap_or_default()
+                            )
                         }));
                     }
                 }
@@ -1463,7 +1733,11 @@ impl std::fmt::Display for ExampleFailure {
             "{}: correlation {}: {} example {}: {}",
             self.file,
             self.rule_id,
-            if self.positive { "positive" } else { "negative" },
+            if self.positive {
+                "positive"
+            } else {
+                "negative"
+            },
             self.index,
             self.message
         )

@@ -49,15 +49,21 @@ impl Tuning {
         };
         for (k, val) in m {
             match k.as_str() {
-                Some("exceptions") => match crate::rules::correlation::parse_exceptions(val, true) {
-                    Ok(e) => t.exceptions = e,
-                    Err(e) => errs.extend(e.into_iter().map(|e| format!("tuning.{e}"))),
-                },
-                Some("suppress") => match serde_yaml_ng::from_value::<Vec<SuppressSpec>>(val.clone()) {
-                    Ok(s) => t.suppress = s,
-                    Err(e) => errs.push(format!("tuning.suppress: {e}")),
-                },
-                other => errs.push(format!("tuning: unknown key {other:?} (expected exceptions, suppress)")),
+                Some("exceptions") => {
+                    match crate::rules::correlation::parse_exceptions(val, true) {
+                        Ok(e) => t.exceptions = e,
+                        Err(e) => errs.extend(e.into_iter().map(|e| format!("tuning.{e}"))),
+                    }
+                }
+                Some("suppress") => {
+                    match serde_yaml_ng::from_value::<Vec<SuppressSpec>>(val.clone()) {
+                        Ok(s) => t.suppress = s,
+                        Err(e) => errs.push(format!("tuning.suppress: {e}")),
+                    }
+                }
+                other => errs.push(format!(
+                    "tuning: unknown key {other:?} (expected exceptions, suppress)"
+                )),
             }
         }
         if errs.is_empty() {
@@ -207,7 +213,11 @@ impl Clocks {
 /// Watermark of one clock.
 pub fn wm_of(c: &Clock, lateness: i64) -> i64 {
     let seen = c.max_seen.load(Ordering::Acquire);
-    let natural = if seen == i64::MIN { i64::MIN } else { seen.saturating_sub(lateness) };
+    let natural = if seen == i64::MIN {
+        i64::MIN
+    } else {
+        seen.saturating_sub(lateness)
+    };
     natural.max(c.forced.load(Ordering::Acquire))
 }
 

@@ -180,7 +180,10 @@ impl Exceptions {
     }
     /// The name of the first exception that allows `ev`, if any.
     pub fn allowed_by(&self, ev: &AuditEvent<'_>) -> Option<&str> {
-        self.list.iter().find(|e| e.matches(ev)).map(|e| e.name.as_str())
+        self.list
+            .iter()
+            .find(|e| e.matches(ev))
+            .map(|e| e.name.as_str())
     }
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
@@ -277,11 +280,16 @@ mod tests {
 
     #[test]
     fn wildcards_are_case_insensitive() {
-        assert!(Pattern::new("system:serviceaccount:ci:*").matches("System:ServiceAccount:CI:builder"));
+        assert!(
+            Pattern::new("system:serviceaccount:ci:*").matches("System:ServiceAccount:CI:builder")
+        );
         assert!(Pattern::new("*bot*").matches("ci-bot-7"));
         assert!(Pattern::new("a*c").matches("abc"));
         assert!(!Pattern::new("a*c").matches("abd"));
-        assert!(!Pattern::new("ab*ba").matches("aba"), "prefix and suffix must not overlap");
+        assert!(
+            !Pattern::new("ab*ba").matches("aba"),
+            "prefix and suffix must not overlap"
+        );
         assert!(Pattern::new("*").matches(""));
         assert!(!Pattern::new("alice").matches("alice2"));
     }
@@ -290,7 +298,10 @@ mod tests {
     fn expand_cross_product_and_unknown_list() {
         let mut lists = HashMap::new();
         lists.insert("ns".to_string(), vec!["a".to_string(), "b".to_string()]);
-        assert_eq!(expand_value("x-%ns%-y", &lists).unwrap(), vec!["x-a-y", "x-b-y"]);
+        assert_eq!(
+            expand_value("x-%ns%-y", &lists).unwrap(),
+            vec!["x-a-y", "x-b-y"]
+        );
         assert_eq!(expand_value("plain", &lists).unwrap(), vec!["plain"]);
         assert_eq!(expand_value("%nope%", &lists).unwrap_err(), "nope");
     }
@@ -320,7 +331,10 @@ mod tests {
             matchers: vec![("user.username".into(), true, vec!["%missing%".into()])],
             ..def
         };
-        assert!(matches!(Exception::compile(&bad, 0, &lists), Err(TuningError::UnknownList { .. })));
+        assert!(matches!(
+            Exception::compile(&bad, 0, &lists),
+            Err(TuningError::UnknownList { .. })
+        ));
     }
 
     #[test]

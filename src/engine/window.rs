@@ -295,15 +295,23 @@ impl Group {
             Shape::Temporal { n } => GroupState::Temporal(Box::new(vec![None; n])),
             Shape::Ordered { n } => GroupState::Ordered(Box::new(vec![None; n])),
         };
-        Group { last: t, cluster, st }
+        Group {
+            last: t,
+            cluster,
+            st,
+        }
     }
 
     /// Approximate heap bytes owned by this group (for the memory cap).
     pub fn heap_bytes(&self) -> usize {
-        let hits = |v: &Vec<Hit>| v.capacity() * std::mem::size_of::<Hit>() + v.iter().map(|h| h.id.heap()).sum::<usize>();
+        let hits = |v: &Vec<Hit>| {
+            v.capacity() * std::mem::size_of::<Hit>() + v.iter().map(|h| h.id.heap()).sum::<usize>()
+        };
         match &self.st {
             GroupState::Ring(v) => hits(v),
-            GroupState::Buckets(b) => std::mem::size_of::<Buckets>() + b.counts.capacity() * 4 + hits(&b.hits),
+            GroupState::Buckets(b) => {
+                std::mem::size_of::<Buckets>() + b.counts.capacity() * 4 + hits(&b.hits)
+            }
             GroupState::Tumbling(w) => {
                 std::mem::size_of::<Tumbling>()
                     + w.values.iter().map(|v| v.len() + 16).sum::<usize>()
@@ -311,7 +319,9 @@ impl Group {
                     + w.last.as_ref().map_or(0, |e| e.raw.len())
             }
             GroupState::Distinct(d) => {
-                std::mem::size_of::<Distinct>() + d.values.iter().map(|(v, _)| v.len() + 24).sum::<usize>() + hits(&d.hits)
+                std::mem::size_of::<Distinct>()
+                    + d.values.iter().map(|(v, _)| v.len() + 24).sum::<usize>()
+                    + hits(&d.hits)
             }
             GroupState::Temporal(v) => v.len() * std::mem::size_of::<Option<Hit>>(),
             GroupState::Ordered(v) => v
@@ -332,13 +342,25 @@ impl Group {
     }
 
     /// For a tumbling window that has closed by `wm`: the firing, if the condition holds.
-    pub fn close(&mut self, wm: i64, span: i64, cond: &crate::rules::correlation::Condition, distinct: bool) -> Option<Firing> {
-        let GroupState::Tumbling(w) = &mut self.st else { return None };
+    pub fn close(
+        &mut self,
+        wm: i64,
+        span: i64,
+        cond: &crate::rules::correlation::Condition,
+        distinct: bool,
+    ) -> Option<Firing> {
+        let GroupState::Tumbling(w) = &mut self.st else {
+            return None;
+        };
         let end = w.start.saturating_add(span);
         if end > wm {
             return None;
         }
-        let n = if distinct { w.values.len() as u64 } else { w.count };
+        let n = if distinct {
+            w.values.len() as u64
+        } else {
+            w.count
+        };
         if w.count == 0 || !cond.holds(n) {
             return None;
         }
@@ -369,7 +391,10 @@ impl Group {
     ) -> Outcome {
         let newest = self.last.max(t);
         self.last = newest;
-        let hit = Hit { t, id: CompactId::new(id) };
+        let hit = Hit {
+            t,
+            id: CompactId::new(id),
+        };
         let window_start = newest.saturating_sub(span);
         match (&mut self.st, shape) {
             (GroupState::Ring(v), Shape::Ring { keep }) => {
@@ -378,7 +403,8 @@ impl Group {
                 }
                 let count = v.iter().filter(|h| h.t > window_start).count() as u64;
                 if count >= cond.min_count() && cond.holds(count) {
-                    let inwin: Vec<Hit> = v.iter().filter(|h| h.t > window_start).cloned().collect();
+                    let inwin: Vec<Hit> =
+                        v.iter().filter(|h| h.t > window_start).cloned().collect();
                     let skip = inwin.len().saturating_sub(ids_cap);
                     return Outcome::Fire(Firing {
                         count,
@@ -398,7 +424,12 @@ impl Group {
                 push_recent(&mut b.hits, hit, ids_cap);
                 let count = b.count(newest, span);
                 if cond.holds(count) {
-                    let hits: Vec<Hit> = b.hits.iter().filter(|h| h.t > window_start).cloned().collect();
+                    let hits: Vec<Hit> = b
+                        .hits
+                        .iter()
+                        .filter(|h| h.t > window_start)
+                        .cloned()
+                        .collect();
                     return Outcome::Fire(Firing {
                         count,
                         start: hits.first().map_or(window_start + 1, |h| h.t),
@@ -429,7 +460,9 @@ impl Group {
                 Outcome::Quiet
             }
             (GroupState::Distinct(d), Shape::Distinct { cap }) => {
-                let Some(v) = value else { return Outcome::Quiet };
+                let Some(v) = value else {
+                    return Outcome::Quiet;
+                };
                 match d.values.iter_mut().find(|(x, _)| &**x == v) {
                     Some(e) => e.1 = e.1.max(t),
                     None => {
@@ -438,22 +471,37 @@ impl Group {
                         if d.values.len() > cap {
                             // Drop the least recently seen value: if `cap` distinct values are
                             // in the window, they are the `cap` most recent ones.
-                            if let Some((i, _)) = d.values.iter().enumerate().min_by_key(|(_, (_, lt))| *lt) {
+                            if let Some((i, _)) =
+                                d.values.iter().enumerate().min_by_key(|(_, (_, lt))| *lt)
+                            {
                                 d.values.swap_remove(i);
                             }
                         }
                     }
                 }
                 push_recent(&mut d.hits, hit, ids_cap);
-                let inwin: Vec<&(Box<str>, i64)> = d.values.iter().filter(|(_, lt)| *lt > window_start).collect();
+                let inwin: Vec<&(Box<str>, i64)> = d
+                    .values
+                    .iter()
+                    .filter(|(_, lt)| *lt > window_start)
+                    .collect();
                 let count = inwin.len() as u64;
                 if cond.holds(count) {
-                    let mut vals: Vec<(String, i64)> = inwin.iter().map(|(v, lt)| (v.to_string(), *lt)).collect();
+                    let mut vals: Vec<(String, i64)> =
+                        inwin.iter().map(|(v, lt)| (v.to_string(), *lt)).collect();
                     vals.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-                    let hits: Vec<Hit> = d.hits.iter().filter(|h| h.t > window_start).cloned().collect();
+                    let hits: Vec<Hit> = d
+                        .hits
+                        .iter()
+                        .filter(|h| h.t > window_start)
+                        .cloned()
+                        .collect();
                     return Outcome::Fire(Firing {
                         count,
-                        start: vals.first().map_or(t, |v| v.1).min(hits.first().map_or(i64::MAX, |h| h.t)),
+                        start: vals
+                            .first()
+                            .map_or(t, |v| v.1)
+                            .min(hits.first().map_or(i64::MAX, |h| h.t)),
                         end: newest,
                         values: vals.into_iter().map(|v| v.0).collect(),
                         total: hits.len() as u64,
@@ -476,7 +524,8 @@ impl Group {
                     .collect();
                 let count = live.len() as u64;
                 if cond.holds(count) {
-                    let mut hits: Vec<(usize, Hit)> = live.into_iter().map(|(i, h)| (i, h.clone())).collect();
+                    let mut hits: Vec<(usize, Hit)> =
+                        live.into_iter().map(|(i, h)| (i, h.clone())).collect();
                     hits.sort_by_key(|(i, h)| (h.t, *i));
                     return Outcome::Fire(Firing {
                         count,
@@ -494,12 +543,18 @@ impl Group {
                 if pos == 0 {
                     // The latest start leaves the most room for the remaining steps.
                     if prefix[0].as_ref().is_none_or(|c| c.start <= t) {
-                        prefix[0] = Some(Chain { start: t, steps: vec![hit] });
+                        prefix[0] = Some(Chain {
+                            start: t,
+                            steps: vec![hit],
+                        });
                     }
                 } else if pos < n {
                     let ext = prefix[pos - 1]
                         .as_ref()
-                        .filter(|c| c.start > t.saturating_sub(span) && c.steps.last().is_some_and(|s| s.t <= t))
+                        .filter(|c| {
+                            c.start > t.saturating_sub(span)
+                                && c.steps.last().is_some_and(|s| s.t <= t)
+                        })
                         .cloned();
                     if let Some(mut c) = ext {
                         c.steps.push(hit);
@@ -535,10 +590,18 @@ mod tests {
     const S: i64 = 1_000_000; // one second in µs
 
     fn gte(n: u64) -> Condition {
-        Condition { gte: Some(n), ..Default::default() }
+        Condition {
+            gte: Some(n),
+            ..Default::default()
+        }
     }
 
-    fn run(shape: Shape, span: i64, cond: Condition, evs: &[(i64, usize, Option<&str>)]) -> Vec<Option<Firing>> {
+    fn run(
+        shape: Shape,
+        span: i64,
+        cond: Condition,
+        evs: &[(i64, usize, Option<&str>)],
+    ) -> Vec<Option<Firing>> {
         let mut g: Option<Group> = None;
         evs.iter()
             .enumerate()
@@ -559,39 +622,71 @@ mod tests {
     #[test]
     fn ring_window_edge_is_exclusive() {
         let shape = Shape::Ring { keep: 10 };
-        let out = run(shape, 10 * S, gte(3), &[(0, 0, None), (5 * S, 0, None), (10 * S, 0, None)]);
-        assert!(out.iter().all(Option::is_none), "event at exactly t-span must not count");
-        let out = run(shape, 10 * S, gte(3), &[(1, 0, None), (5 * S, 0, None), (10 * S, 0, None)]);
+        let out = run(
+            shape,
+            10 * S,
+            gte(3),
+            &[(0, 0, None), (5 * S, 0, None), (10 * S, 0, None)],
+        );
+        assert!(
+            out.iter().all(Option::is_none),
+            "event at exactly t-span must not count"
+        );
+        let out = run(
+            shape,
+            10 * S,
+            gte(3),
+            &[(1, 0, None), (5 * S, 0, None), (10 * S, 0, None)],
+        );
         let f = out[2].as_ref().expect("fires exactly at the threshold");
         assert_eq!((f.count, f.start, f.end, f.total), (3, 1, 10 * S, 3));
-        assert_eq!(f.hits.iter().map(|h| h.id.render()).collect::<Vec<_>>(), ["id0", "id1", "id2"]);
+        assert_eq!(
+            f.hits.iter().map(|h| h.id.render()).collect::<Vec<_>>(),
+            ["id0", "id1", "id2"]
+        );
     }
 
     #[test]
     fn ring_out_of_order_and_too_old() {
         let shape = Shape::Ring { keep: 2 };
         let mut g = Group::new(shape, 10 * S, 5 * S, 0);
-        assert_eq!(g.apply(shape, 10 * S, &gte(3), 2, 5 * S, "a", 0, None), Outcome::Quiet);
-        assert_eq!(g.apply(shape, 10 * S, &gte(3), 2, 6 * S, "b", 0, None), Outcome::Quiet);
+        assert_eq!(
+            g.apply(shape, 10 * S, &gte(3), 2, 5 * S, "a", 0, None),
+            Outcome::Quiet
+        );
+        assert_eq!(
+            g.apply(shape, 10 * S, &gte(3), 2, 6 * S, "b", 0, None),
+            Outcome::Quiet
+        );
         // Older than everything in a full ring: cannot be placed.
-        assert_eq!(g.apply(shape, 10 * S, &gte(3), 2, 4 * S, "c", 0, None), Outcome::TooOld);
+        assert_eq!(
+            g.apply(shape, 10 * S, &gte(3), 2, 4 * S, "c", 0, None),
+            Outcome::TooOld
+        );
         let shape = Shape::Ring { keep: 5 };
         let out = run(shape, 10 * S, gte(2), &[(9 * S, 0, None), (3 * S, 0, None)]);
-        assert!(out[1].is_some(), "an out-of-order event inside the window counts");
+        assert!(
+            out[1].is_some(),
+            "an out-of-order event inside the window counts"
+        );
     }
 
     #[test]
     fn buckets_count_large_thresholds_within_precision() {
         let shape = Shape::Buckets;
         let span = 31 * S; // width = 1 s
-        let mut evs: Vec<(i64, usize, Option<&str>)> = (0..99).map(|i| (i * S / 10, 0, None)).collect();
+        let mut evs: Vec<(i64, usize, Option<&str>)> =
+            (0..99).map(|i| (i * S / 10, 0, None)).collect();
         // 99 events within 10 s: below 100.
         assert!(run(shape, span, gte(100), &evs).iter().all(Option::is_none));
         evs.push((10 * S, 0, None));
         assert!(run(shape, span, gte(100), &evs)[99].is_some());
         // Spread the same 100 events over 40 s: never 100 in a 31 s window.
-        let spread: Vec<(i64, usize, Option<&str>)> = (0..100).map(|i| (i * 4 * S / 10, 0, None)).collect();
-        assert!(run(shape, span, gte(100), &spread).iter().all(Option::is_none));
+        let spread: Vec<(i64, usize, Option<&str>)> =
+            (0..100).map(|i| (i * 4 * S / 10, 0, None)).collect();
+        assert!(run(shape, span, gte(100), &spread)
+            .iter()
+            .all(Option::is_none));
     }
 
     #[test]
@@ -616,13 +711,22 @@ mod tests {
 
     #[test]
     fn tumbling_decides_upper_bounds_at_close() {
-        let cond = Condition { lt: Some(3), ..Default::default() };
+        let cond = Condition {
+            lt: Some(3),
+            ..Default::default()
+        };
         let shape = Shape::Tumbling { cap: 0 };
         let mut g = Group::new(shape, 10 * S, 0, 0);
         for t in [0, S] {
-            assert_eq!(g.apply(shape, 10 * S, &cond, 5, t, "x", 0, None), Outcome::Quiet);
+            assert_eq!(
+                g.apply(shape, 10 * S, &cond, 5, t, "x", 0, None),
+                Outcome::Quiet
+            );
         }
-        assert!(g.close(10 * S - 1, 10 * S, &cond, false).is_none(), "not closed yet");
+        assert!(
+            g.close(10 * S - 1, 10 * S, &cond, false).is_none(),
+            "not closed yet"
+        );
         let f = g.close(10 * S, 10 * S, &cond, false).unwrap();
         assert_eq!((f.count, f.start, f.end), (2, 0, 10 * S));
     }
@@ -630,25 +734,46 @@ mod tests {
     #[test]
     fn temporal_any_order_and_ordered_sequence() {
         let cond = gte(2);
-        let out = run(Shape::Temporal { n: 2 }, 10 * S, cond, &[(0, 1, None), (5 * S, 0, None)]);
+        let out = run(
+            Shape::Temporal { n: 2 },
+            10 * S,
+            cond,
+            &[(0, 1, None), (5 * S, 0, None)],
+        );
         assert_eq!(out[1].as_ref().unwrap().positions, [1, 0]);
         // Ordered: step 1 before step 0 does not complete.
         let o = Shape::Ordered { n: 2 };
-        assert!(run(o, 10 * S, cond, &[(0, 1, None), (5 * S, 0, None)]).iter().all(Option::is_none));
+        assert!(run(o, 10 * S, cond, &[(0, 1, None), (5 * S, 0, None)])
+            .iter()
+            .all(Option::is_none));
         let out = run(o, 10 * S, cond, &[(0, 0, None), (5 * S, 1, None)]);
         assert_eq!(out[1].as_ref().unwrap().hits.len(), 2);
         // Too far apart: exactly one span.
-        assert!(run(o, 10 * S, cond, &[(0, 0, None), (10 * S, 1, None)]).iter().all(Option::is_none));
+        assert!(run(o, 10 * S, cond, &[(0, 0, None), (10 * S, 1, None)])
+            .iter()
+            .all(Option::is_none));
         // A later restart of step 0 rescues the sequence.
-        let out = run(o, 10 * S, cond, &[(0, 0, None), (8 * S, 0, None), (15 * S, 1, None)]);
+        let out = run(
+            o,
+            10 * S,
+            cond,
+            &[(0, 0, None), (8 * S, 0, None), (15 * S, 1, None)],
+        );
         assert_eq!(out[2].as_ref().unwrap().start, 8 * S);
     }
 
     #[test]
     fn compact_ids_round_trip() {
-        for s in ["0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0", "not-a-uuid", "0B1C2D3E-4F50-6172-8394-A5B6C7D8E9F0"] {
+        for s in [
+            "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+            "not-a-uuid",
+            "0B1C2D3E-4F50-6172-8394-A5B6C7D8E9F0",
+        ] {
             assert_eq!(CompactId::new(s).render(), s);
         }
-        assert!(matches!(CompactId::new("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"), CompactId::Uuid(_)));
+        assert!(matches!(
+            CompactId::new("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"),
+            CompactId::Uuid(_)
+        ));
     }
 }

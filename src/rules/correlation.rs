@@ -105,29 +105,43 @@ impl Condition {
     /// The count beyond which nothing changes any more: enough distinct values to decide
     /// every bound. Used to size bounded distinct sets.
     pub fn decisive_count(&self) -> u64 {
-        let upper = [self.lt, self.lte.map(|b| b.saturating_add(1)), self.eq.map(|b| b.saturating_add(1))]
-            .into_iter()
-            .flatten()
-            .max();
+        let upper = [
+            self.lt,
+            self.lte.map(|b| b.saturating_add(1)),
+            self.eq.map(|b| b.saturating_add(1)),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         upper.unwrap_or(0).max(self.min_count())
     }
 
     /// Whether some count satisfies every bound.
     pub fn satisfiable(&self) -> bool {
         let lo = self.min_count();
-        let hi = [self.lt.map(|b| b.checked_sub(1)), self.lte.map(Some), self.eq.map(Some)]
-            .into_iter()
-            .flatten()
-            .map(|b| b.map_or(-1, |b| b as i128))
-            .min()
-            .unwrap_or(i128::MAX);
+        let hi = [
+            self.lt.map(|b| b.checked_sub(1)),
+            self.lte.map(Some),
+            self.eq.map(Some),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|b| b.map_or(-1, |b| b as i128))
+        .min()
+        .unwrap_or(i128::MAX);
         (lo as i128) <= hi
     }
 
     /// The condition as JSON (for the alert's `correlation.condition`).
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
-        for (k, v) in [("gt", self.gt), ("gte", self.gte), ("lt", self.lt), ("lte", self.lte), ("eq", self.eq)] {
+        for (k, v) in [
+            ("gt", self.gt),
+            ("gte", self.gte),
+            ("lt", self.lt),
+            ("lte", self.lte),
+            ("eq", self.eq),
+        ] {
             if let Some(v) = v {
                 m.insert(k.into(), v.into());
             }
@@ -212,7 +226,12 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 
 /// Renders milliseconds back as the shortest exact Sigma duration.
 pub fn format_duration(ms: i64) -> String {
-    for (unit, m) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, m) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms % m == 0 {
             return format!("{}{unit}", ms / m);
         }
@@ -241,7 +260,11 @@ fn str_list(v: &Yaml) -> Option<Vec<String>> {
 }
 
 /// Parses one correlation document. `file`/`line` locate it for error messages.
-pub fn parse_correlation(file: &str, line: Option<usize>, doc: &Yaml) -> Result<CorrelationDef, Vec<RuleError>> {
+pub fn parse_correlation(
+    file: &str,
+    line: Option<usize>,
+    doc: &Yaml,
+) -> Result<CorrelationDef, Vec<RuleError>> {
     let mut errs: Vec<String> = Vec::new();
     let Some(top) = doc.as_mapping() else {
         return Err(vec![RuleError {
@@ -266,7 +289,9 @@ pub fn parse_correlation(file: &str, line: Option<usize>, doc: &Yaml) -> Result<
         Some(v) => match text(v).as_deref().and_then(Level::parse) {
             Some(l) => l,
             None => {
-                errs.push(format!("`level` {v:?} is not one of informational, low, medium, high, critical"));
+                errs.push(format!(
+                    "`level` {v:?} is not one of informational, low, medium, high, critical"
+                ));
                 Level::Medium
             }
         },
@@ -318,7 +343,9 @@ pub fn parse_correlation(file: &str, line: Option<usize>, doc: &Yaml) -> Result<
             Some(m) => {
                 for (alias, per_rule) in m {
                     let (Some(alias), Some(per_rule)) = (text(alias), per_rule.as_mapping()) else {
-                        errs.push("`correlation.aliases` must map alias -> {rule name: field}".into());
+                        errs.push(
+                            "`correlation.aliases` must map alias -> {rule name: field}".into(),
+                        );
                         continue;
                     };
                     let mut fields = BTreeMap::new();
@@ -327,7 +354,9 @@ pub fn parse_correlation(file: &str, line: Option<usize>, doc: &Yaml) -> Result<
                             (Some(r), Some(f)) => {
                                 fields.insert(r, f);
                             }
-                            _ => errs.push(format!("alias `{alias}`: entries must be `rule: field`")),
+                            _ => {
+                                errs.push(format!("alias `{alias}`: entries must be `rule: field`"))
+                            }
                         }
                     }
                     aliases.insert(alias, fields);
@@ -347,7 +376,9 @@ pub fn parse_correlation(file: &str, line: Option<usize>, doc: &Yaml) -> Result<
     match key(c, "timespan").and_then(text) {
         Some(t) => match parse_duration(&t) {
             Some(ms) => timespan_ms = ms,
-            None => errs.push(format!("`correlation.timespan` {t:?} is not a duration like 30s, 10m, 1h, 1d")),
+            None => errs.push(format!(
+                "`correlation.timespan` {t:?} is not a duration like 30s, 10m, 1h, 1d"
+            )),
         },
         None if needs_timespan => errs.push("`correlation.timespan` is required".into()),
         None => {}
@@ -369,7 +400,9 @@ pub fn parse_correlation(file: &str, line: Option<usize>, doc: &Yaml) -> Result<
                     _ => None,
                 };
                 let Some(n) = n else {
-                    errs.push(format!("`correlation.condition.{k}` must be a non-negative integer"));
+                    errs.push(format!(
+                        "`correlation.condition.{k}` must be a non-negative integer"
+                    ));
                     continue;
                 };
                 match k.as_str() {
@@ -421,7 +454,9 @@ pub fn parse_correlation(file: &str, line: Option<usize>, doc: &Yaml) -> Result<
                 errs.push("`temporal_ordered` needs at least two rules".into());
             }
             if has_bound && ty == "temporal_ordered" {
-                errs.push("`temporal_ordered` takes no `condition`: the whole sequence must occur".into());
+                errs.push(
+                    "`temporal_ordered` takes no `condition`: the whole sequence must occur".into(),
+                );
             }
             if !has_bound {
                 // Spec: the condition counts distinct rules; without one, all must match.
@@ -479,7 +514,10 @@ pub fn parse_correlation(file: &str, line: Option<usize>, doc: &Yaml) -> Result<
             false
         }
     };
-    let suppress_ms = match key(top, "suppress").or_else(|| key(c, "suppress")).map(|v| text(v).unwrap_or_default()) {
+    let suppress_ms = match key(top, "suppress")
+        .or_else(|| key(c, "suppress"))
+        .map(|v| text(v).unwrap_or_default())
+    {
         None => None,
         Some(t) => match parse_duration(&t) {
             Some(ms) => Some(ms),
@@ -543,13 +581,17 @@ pub fn parse_exceptions(v: &Yaml, with_rules: bool) -> Result<Vec<ExceptionDef>,
     };
     for (i, e) in list.iter().enumerate() {
         let Some(m) = e.as_mapping() else {
-            errs.push(format!("`exceptions[{i}]` must be a mapping with a `match` key"));
+            errs.push(format!(
+                "`exceptions[{i}]` must be a mapping with a `match` key"
+            ));
             continue;
         };
         let name = key(m, "name").and_then(text);
         let rules = key(m, "rules").and_then(str_list).unwrap_or_default();
         if with_rules && rules.is_empty() {
-            errs.push(format!("`exceptions[{i}].rules` is required (rule ids or names, or '*')"));
+            errs.push(format!(
+                "`exceptions[{i}].rules` is required (rule ids or names, or '*')"
+            ));
         }
         let mut matchers = Vec::new();
         match key(m, "match").and_then(Yaml::as_mapping) {
@@ -566,13 +608,21 @@ pub fn parse_exceptions(v: &Yaml, with_rules: bool) -> Result<Vec<ExceptionDef>,
                     };
                     match str_list(vals) {
                         Some(vs) if !vs.is_empty() => matchers.push((field, expand, vs)),
-                        _ => errs.push(format!("`exceptions[{i}].match.{f}` must be a value or a list of values")),
+                        _ => errs.push(format!(
+                            "`exceptions[{i}].match.{f}` must be a value or a list of values"
+                        )),
                     }
                 }
             }
-            _ => errs.push(format!("`exceptions[{i}].match` must be a non-empty mapping of field: values")),
+            _ => errs.push(format!(
+                "`exceptions[{i}].match` must be a non-empty mapping of field: values"
+            )),
         }
-        out.push(ExceptionDef { name, rules, matchers });
+        out.push(ExceptionDef {
+            name,
+            rules,
+            matchers,
+        });
     }
     if errs.is_empty() {
         Ok(out)
@@ -582,16 +632,22 @@ pub fn parse_exceptions(v: &Yaml, with_rules: bool) -> Result<Vec<ExceptionDef>,
 }
 
 fn parse_examples(v: &Yaml) -> Result<CorrelationExamples, String> {
-    let m = v.as_mapping().ok_or("`examples` must be a mapping with `positive` and/or `negative`")?;
+    let m = v
+        .as_mapping()
+        .ok_or("`examples` must be a mapping with `positive` and/or `negative`")?;
     let seqs = |k: &str| -> Result<Vec<Vec<serde_json::Value>>, String> {
-        let Some(v) = key(m, k) else { return Ok(Vec::new()) };
-        let outer = v.as_sequence().ok_or(format!("`examples.{k}` must be a list of event sequences"))?;
+        let Some(v) = key(m, k) else {
+            return Ok(Vec::new());
+        };
+        let outer = v
+            .as_sequence()
+            .ok_or(format!("`examples.{k}` must be a list of event sequences"))?;
         outer
             .iter()
             .map(|seq| {
-                let s = seq
-                    .as_sequence()
-                    .ok_or(format!("`examples.{k}`: each entry must be a list of events"))?;
+                let s = seq.as_sequence().ok_or(format!(
+                    "`examples.{k}`: each entry must be a list of events"
+                ))?;
                 s.iter()
                     .map(|ev| serde_json::to_value(ev).map_err(|e| format!("`examples.{k}`: {e}")))
                     .collect()
@@ -619,7 +675,12 @@ mod tests {
             "title: sweep\nid: c1\ncorrelation:\n  type: value_count\n  rules: [secrets_read]\n  group-by: [user.username]\n  timespan: 10m\n  condition: {field: objectRef.namespace, gte: 5}\nlevel: high\n",
         )
         .unwrap();
-        assert_eq!(d.kind, CorrelationKind::ValueCount { field: "objectRef.namespace".into() });
+        assert_eq!(
+            d.kind,
+            CorrelationKind::ValueCount {
+                field: "objectRef.namespace".into()
+            }
+        );
         assert_eq!(d.timespan_ms, 600_000);
         assert_eq!(d.condition.gte, Some(5));
         assert_eq!(d.meta.level, Level::High);
@@ -660,7 +721,11 @@ mod tests {
 
     #[test]
     fn conditions_and_ranges() {
-        let c = Condition { gt: Some(100), lte: Some(200), ..Default::default() };
+        let c = Condition {
+            gt: Some(100),
+            lte: Some(200),
+            ..Default::default()
+        };
         assert!(!c.holds(100) && c.holds(101) && c.holds(200) && !c.holds(201));
         assert!(c.has_upper_bound());
         assert_eq!(c.min_count(), 101);
