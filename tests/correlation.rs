@@ -897,3 +897,40 @@ proptest! {
         prop_assert_eq!(summary(&scan), summary(&out));
     }
 }
+
+/// End to end with the real rule loader: a multi-document file with a base rule and a
+/// correlation over it, evaluated by `RuleSet::evaluate`, then the correlator.
+#[test]
+fn with_the_rule_engine_from_a_multi_document_file() {
+    let text = "title: Secrets read\nid: 3b8f3c2e-9a41-4d55-9a57-0c6f0e2a7d10\nname: secrets_read\nstatus: stable\nlevel: medium\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  read:\n    verb: [get, list, watch]\n    objectRef.resource: secrets\n  condition: read\n---\ntitle: Secret sweep across namespaces\nid: 0c1d0b6e-5d8a-4f0e-8d52-2c4c3a6b9f11\ncorrelation:\n  type: value_count\n  rules: [secrets_read]\n  group-by: [user.username]\n  timespan: 10m\n  condition: {field: objectRef.namespace, gte: 3}\nlevel: high\n";
+    let (rules, _warnings) =
+        audithawk::rules::RuleSet::from_texts(&[("sweep.yml", text)], &[], false)
+            .expect("rules load");
+    assert_eq!(rules.correlations().len(), 1);
+    let c = Correlator::new(&rules, cfg()).expect("correlator");
+    assert!(
+        c.suppressed_generate(0),
+        "the base rule is referenced without generate: true"
+    );
+    let mut out = Vec::new();
+    let mut hits = Vec::new();
+    for (i, ns) in ["a", "b", "c"].iter().enumerate() {
+        let text = json_of(&ev(i as f64, &format!("w{i}"), "eve", ns, &[]));
+        let e = AuditEvent::parse(&text).unwrap();
+        hits.clear();
+        rules.evaluate(&e, &mut hits);
+        assert_eq!(hits, [0]);
+        c.observe(&hits, &e, &mut out);
+    }
+    c.flush(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].rule.id, "0c1d0b6e-5d8a-4f0e-8d52-2c4c3a6b9f11");
+    assert_eq!(out[0].rule.level, audithawk::model::Level::High);
+    assert_eq!(corr(&out[0])["values"], serde_json::json!(["a", "b", "c"]));
+    // A correlation naming a rule that does not exist is a load error with the file.
+    let bad = text.replace("rules: [secrets_read]", "rules: [nope]");
+    let (rules, _) =
+        audithawk::rules::RuleSet::from_texts(&[("bad.yml", &bad)], &[], false).unwrap();
+    let e = Correlator::new(&rules, cfg()).unwrap_err();
+    assert!(e[0].to_string().starts_with("bad.yml"), "{}", e[0]);
+}

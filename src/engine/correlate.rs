@@ -93,8 +93,7 @@ impl RuleCatalog for ListCatalog {
 
 impl RuleCatalog for crate::rules::RuleSet {
     fn find(&self, s: &str) -> Option<usize> {
-        // The rule loader resolves `name` and `id`; until it exposes `find`, ids suffice.
-        self.rules().iter().position(|r| r.meta.id == s)
+        crate::rules::RuleSet::find(self, s)
     }
     fn len(&self) -> usize {
         self.rules().len()
@@ -102,7 +101,11 @@ impl RuleCatalog for crate::rules::RuleSet {
     fn names(&self, idx: usize) -> Vec<String> {
         self.rules()
             .get(idx)
-            .map(|r| vec![r.meta.id.clone()])
+            .map(|r| {
+                std::iter::once(r.meta.id.clone())
+                    .chain(r.name.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -277,23 +280,29 @@ fn err(def: &CorrelationDef, message: String) -> RuleError {
 }
 
 impl Correlator {
-    /// Builds a correlator over the rule set's correlation documents. Parse and reference
-    /// errors are returned all at once.
-    pub fn from_rules(
+    /// Builds a correlator over the rule set's correlation documents (every YAML document
+    /// with a top-level `correlation:` key). The rule set's value lists serve `|expand` in
+    /// exceptions, unless `cfg.lists` already has a list of that name. Parse and reference
+    /// errors are returned all at once, each with file, line and rule.
+    pub fn new(
         rules: &crate::rules::RuleSet,
-        raw: &[(String, Option<usize>, serde_yaml_ng::Value)],
-        cfg: StateConfig,
+        mut cfg: StateConfig,
     ) -> Result<Correlator, Vec<RuleError>> {
         let mut defs = Vec::new();
         let mut errs = Vec::new();
-        for (file, line, doc) in raw {
-            match crate::rules::correlation::parse_correlation(file, *line, doc) {
+        for raw in rules.correlations() {
+            match crate::rules::correlation::parse_correlation(&raw.file, raw.line, &raw.doc) {
                 Ok(d) => defs.push(d),
                 Err(e) => errs.extend(e),
             }
         }
         if !errs.is_empty() {
             return Err(errs);
+        }
+        for (name, list) in rules.lists() {
+            cfg.lists
+                .entry(name.clone())
+                .or_insert_with(|| list.values.clone());
         }
         Correlator::from_defs(defs, rules, cfg)
     }
