@@ -934,3 +934,25 @@ fn with_the_rule_engine_from_a_multi_document_file() {
     let e = Correlator::new(&rules, cfg()).unwrap_err();
     assert!(e[0].to_string().starts_with("bad.yml"), "{}", e[0]);
 }
+
+/// Through `Engine::process`: the referenced base rule does not alert on its own, the
+/// correlation does, and an unreferenced rule keeps alerting.
+#[test]
+fn engine_process_feeds_the_correlator() {
+    let text = "title: Secrets read\nid: base-read\nname: secrets_read\nlevel: low\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  read: {verb: get, objectRef.resource: secrets}\n  condition: read\n---\ntitle: Any get\nid: base-get\nlevel: informational\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  g: {verb: get}\n  condition: g\n---\ntitle: Reads\nid: corr-reads\ncorrelation: {type: event_count, rules: [secrets_read], group-by: [user.username], timespan: 1m, condition: {gte: 2}}\n";
+    let (rules, _) = audithawk::rules::RuleSet::from_texts(&[("e.yml", text)], &[], false).unwrap();
+    let rules = Arc::new(rules);
+    let c = Arc::new(Correlator::new(&rules, cfg()).unwrap());
+    let engine = audithawk::engine::Engine::new(rules, 1000, Arc::new(Metrics::new()))
+        .with_correlator(c.clone());
+    let mut out = Vec::new();
+    for i in 0..2 {
+        let t = json_of(&ev(i as f64, &format!("g{i}"), "u", "n", &[]));
+        let e = AuditEvent::parse(&t).unwrap();
+        engine.process(&e, chrono::Utc::now(), &mut out);
+    }
+    engine.correlator().unwrap().flush(&mut out);
+    let mut ids: Vec<&str> = out.iter().map(|a| a.rule.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["base-get", "base-get", "corr-reads"]);
+}
