@@ -285,7 +285,7 @@ fn keys_into(
     ev: &AuditEvent<'_>,
     cluster: Option<&str>,
     paths: &[FieldPath],
-    out: &mut Vec<u128>,
+    out: &mut dyn FnMut(u128),
 ) -> bool {
     use std::fmt::Write as _;
     SCRATCH.with(|cell| {
@@ -355,7 +355,7 @@ fn keys_into(
                 h.update(&(bytes.len() as u32).to_le_bytes());
                 h.update(bytes);
             }
-            out.push(h.digest128());
+            out(h.digest128());
             n += 1;
             // Advance the last position first, as `combos` nests.
             let mut k = paths.len();
@@ -885,24 +885,20 @@ impl Correlator {
         } else {
             c.group_paths.get(pos).map_or(&[][..], Vec::as_slice)
         };
-        let mut keys = Vec::new();
-        let truncated = keys_into(ev, cl, paths, &mut keys);
-        if truncated {
-            self.cfg.metrics.count(
-                "audithawk_correlation_keys_truncated_total",
-                &[("rule", &c.def.meta.id)],
-                1,
-            );
-        }
-        let vals: Vec<Option<Box<str>>> = match &c.value_path {
-            Some(p) => values(ev, p)
-                .into_iter()
-                .map(|v| Some(v.into_boxed_str()))
-                .collect(),
-            None => vec![None],
+        let owned: Vec<Option<Box<str>>>;
+        let none = [None];
+        let vals: &[Option<Box<str>>] = match &c.value_path {
+            Some(p) => {
+                owned = values(ev, p)
+                    .into_iter()
+                    .map(|v| Some(v.into_boxed_str()))
+                    .collect();
+                &owned
+            }
+            None => &none,
         };
-        for key in keys {
-            for v in &vals {
+        let truncated = keys_into(ev, cl, paths, &mut |key| {
+            for v in vals {
                 out.push(Record {
                     t,
                     corr: corr as u32,
@@ -913,6 +909,13 @@ impl Correlator {
                     ev: evref.clone(),
                 });
             }
+        });
+        if truncated {
+            self.cfg.metrics.count(
+                "audithawk_correlation_keys_truncated_total",
+                &[("rule", &c.def.meta.id)],
+                1,
+            );
         }
     }
 
@@ -980,12 +983,12 @@ impl Correlator {
                     self.records_for(corr as usize, pos as usize, ev, t, cid, &evref, &mut recs);
                 }
             }
-            let mut routed: Vec<(usize, Record)> = recs
+            let cl = ev.cluster.as_deref();
+            recs.sort_by_key(|r| self.route(r.corr as usize, r.key, cl));
+            let mut it = recs
                 .into_iter()
-                .map(|r| (self.route(r.corr as usize, r.key, ev.cluster.as_deref()), r))
-                .collect();
-            routed.sort_by_key(|(s, _)| *s);
-            let mut it = routed.into_iter().peekable();
+                .map(|r| (self.route(r.corr as usize, r.key, cl), r))
+                .peekable();
             while let Some((s, first)) = it.next() {
                 touched[s] = true;
                 let mut sh = self.shards[s].lock();
@@ -1601,6 +1604,28 @@ impl Correlator {
         }
     }
 
+    /// The snapshot file under `state_dir`, if state is persisted.
+    pub fn snapshot_path(&self) -> Option<std::path::PathBuf> {
+        self.cfg.state_dir.as_ref().map(|d| d.join(SNAPSHOT_FILE))
+    }
+
+    /// At start: restores the snapshot under `state_dir` (no-op without one).
+    pub fn load(&self) -> Result<RestoreStats, StateError> {
+        match self.snapshot_path() {
+            Some(p) => self.restore(&p),
+            None => Ok(RestoreStats::default()),
+        }
+    }
+
+    /// At shutdown: writes the snapshot under `state_dir` (no-op without one). Held
+    /// records are saved, not flushed, so they are applied in order after the restart.
+    pub fn save(&self) -> Result<Option<StateStats>, StateError> {
+        match self.snapshot_path() {
+            Some(p) => self.snapshot(&p).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Current size of the state.
     pub fn stats(&self) -> StateStats {
         let mut st = StateStats::default();
@@ -1905,7 +1930,7 @@ mod tests {
             for cluster in [None, Some("prod")] {
                 let (cs, t1) = combos(&ev, cluster, &paths);
                 let mut keys = Vec::new();
-                let t2 = keys_into(&ev, cluster, &paths, &mut keys);
+                let t2 = keys_into(&ev, cluster, &paths, &mut |k| keys.push(k));
                 assert_eq!(
                     cs.iter().map(|c| c.1).collect::<Vec<_>>(),
                     keys,
