@@ -990,3 +990,38 @@ fn save_and_load_through_state_dir() {
     assert_eq!(out.len(), 1);
     assert_eq!(corr(&out[0])["count"], 5);
 }
+
+/// Every shipped correlation (built-in `detections/`) loads, resolves its references, and
+/// behaves as its own positive and negative examples say.
+#[test]
+fn builtin_correlations_load_and_pass_their_examples() {
+    let opts = audithawk::rules::LoadOptions {
+        builtin: true,
+        ..Default::default()
+    };
+    let (rules, _) = match audithawk::rules::RuleSet::load(&opts) {
+        Ok(x) => x,
+        Err(e) => panic!("built-in rules do not load: {e:?}"),
+    };
+    let c = match Correlator::new(&rules, StateConfig::default()) {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "built-in correlations: {}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    };
+    assert_eq!(c.len(), rules.correlations().len());
+    let fails = c.run_examples(&|ev, out| rules.evaluate(ev, out));
+    assert!(
+        fails.is_empty(),
+        "{}",
+        fails
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
