@@ -1025,3 +1025,40 @@ fn builtin_correlations_load_and_pass_their_examples() {
             .join("\n")
     );
 }
+
+/// With no lateness allowed, events are applied on arrival (no reorder buffer) and an
+/// event behind the newest one is late.
+#[test]
+fn zero_lateness_applies_on_arrival() {
+    let m = Arc::new(Metrics::new());
+    let c = correlator(
+        COUNT5,
+        StateConfig {
+            allowed_lateness: Duration::ZERO,
+            metrics: m.clone(),
+            ..cfg()
+        },
+    );
+    let mut out = Vec::new();
+    feed(
+        &c,
+        &(0..5)
+            .map(|i| ev(i as f64, &format!("z{i}"), "u", "n", &[0]))
+            .collect::<Vec<_>>(),
+        &mut out,
+    );
+    assert_eq!(
+        out.len(),
+        1,
+        "fires on the fifth event itself, nothing held"
+    );
+    assert_eq!(c.stats().pending, 0);
+    feed(&c, &[ev(3.5, "behind", "u", "n", &[0])], &mut out);
+    assert_eq!(
+        m.value(
+            "audithawk_correlation_late_total",
+            &[("rule", "c-count"), ("outcome", "applied")]
+        ),
+        1
+    );
+}

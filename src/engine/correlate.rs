@@ -996,6 +996,12 @@ impl Correlator {
                 while let Some(r) = next.take() {
                     if r.t < wm {
                         self.apply(&mut sh, r, true, wm, out);
+                    } else if self.lateness == 0
+                        && sh.pending.get(cid as usize).is_none_or(|p| p.is_empty())
+                    {
+                        // No lateness allowed: an event at or after the newest one is in
+                        // order by definition, so the reorder buffer is skipped.
+                        self.apply(&mut sh, r, false, wm, out);
                     } else {
                         sh.bytes += RECORD_BYTES + r.ev.raw.len();
                         let k = Self::pkey(&r);
