@@ -295,7 +295,41 @@ pub fn load_falco(
 pub fn build_engine(cfg: &Config, args: &RuleArgs, metrics: &Arc<Metrics>) -> Result<Engine> {
     let rules = load_rules(&load_options(cfg, args))?;
     let falco = load_falco(cfg, args)?;
-    Ok(Engine::new(Arc::new(rules), cfg.engine.dedup_capacity, metrics.clone()).with_falco(falco))
+    let correlator = build_correlator(cfg, &rules, metrics)?;
+    let mut engine =
+        Engine::new(Arc::new(rules), cfg.engine.dedup_capacity, metrics.clone()).with_falco(falco);
+    if let Some(c) = correlator {
+        engine = engine.with_correlator(c);
+    }
+    Ok(engine)
+}
+
+/// The correlation engine, when anything needs it (correlation rules, tuning, a default
+/// re-alert interval); restores its snapshot when `state.state_dir` is set.
+pub fn build_correlator(
+    cfg: &Config,
+    rules: &RuleSet,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<crate::engine::correlate::Correlator>>> {
+    let needed = !rules.correlations().is_empty()
+        || cfg.tuning.is_some()
+        || cfg.state.default_suppress.is_some();
+    if !needed {
+        return Ok(None);
+    }
+    let c = crate::engine::correlate::Correlator::new(rules, cfg.state_config(metrics.clone()))
+        .map_err(|errors| {
+            let mut msg = format!("{} correlation rule error(s):", errors.len());
+            for e in errors {
+                msg.push_str(&format!("\n  {e}"));
+            }
+            anyhow!(msg)
+        })?;
+    let restored = c
+        .load()
+        .map_err(|e| anyhow!("restoring correlation state: {e}"))?;
+    tracing::debug!(?restored, "Correlation state restored.");
+    Ok(Some(Arc::new(c)))
 }
 
 /// Loads and compiles the rules, printing warnings; fails listing every error.
@@ -500,6 +534,10 @@ fn cmd_scan(cfg: &Config, args: ScanArgs) -> Result<i32> {
             }
         }
     });
+    if let Some(c) = engine.correlator() {
+        c.save()
+            .map_err(|e| anyhow!("saving correlation state: {e}"))?;
+    }
     if let Err(e) = out.flush() {
         write_err.get_or_insert(e);
     }
@@ -571,7 +609,50 @@ fn cmd_rules(cfg: &Config, cmd: RulesCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        RulesCommand::Lint { paths, lists } | RulesCommand::Test { paths, lists } => {
+        RulesCommand::Test { paths, lists } => {
+            let opts = LoadOptions {
+                builtin: paths.is_empty(),
+                dirs: paths,
+                lists,
+                skip_broken: false,
+            };
+            let set = match RuleSet::load(&opts) {
+                Ok((set, _)) => set,
+                Err(errors) => {
+                    for e in &errors {
+                        println!("error: {e}");
+                    }
+                    return Ok(1);
+                }
+            };
+            let mut failures: Vec<String> = crate::rules::examples::run(&set)
+                .iter()
+                .map(|f| f.to_string())
+                .collect();
+            let single = set.rules().len();
+            match crate::engine::correlate::Correlator::new(
+                &set,
+                crate::engine::state::StateConfig::default(),
+            ) {
+                Ok(c) => failures.extend(
+                    c.run_examples(&|ev, out| set.evaluate(ev, out))
+                        .iter()
+                        .map(|f| f.to_string()),
+                ),
+                Err(errors) => failures.extend(errors.iter().map(|e| e.to_string())),
+            }
+            for f in &failures {
+                println!("FAIL {f}");
+            }
+            println!(
+                "{} rules and {} correlations: {} example failure(s)",
+                single,
+                set.correlations().len(),
+                failures.len()
+            );
+            Ok(if failures.is_empty() { 0 } else { 1 })
+        }
+        RulesCommand::Lint { paths, lists } => {
             let opts = LoadOptions {
                 builtin: paths.is_empty(),
                 dirs: paths,

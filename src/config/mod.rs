@@ -279,6 +279,43 @@ impl RouteConfig {
     }
 }
 
+/// Correlation windows and baselines: sizes, lateness and persistence.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct StateSection {
+    /// How late (event time) an event may arrive and still be placed in order.
+    pub allowed_lateness: Dur,
+    /// Most groups one correlation may hold; the stalest are evicted beyond it.
+    pub max_groups_per_rule: usize,
+    /// Approximate cap on all correlation state, in bytes.
+    pub max_state_bytes: usize,
+    /// auditIDs kept per group for the alert.
+    pub max_audit_ids: usize,
+    /// Largest distinct-value set a `value_count` keeps.
+    pub max_distinct_values: usize,
+    /// Re-alert interval per correlation group when the rule sets none.
+    pub default_suppress: Option<Dur>,
+    /// Where snapshots are written (null: in memory only, lost at restart).
+    pub state_dir: Option<PathBuf>,
+    /// How often a snapshot is written.
+    pub snapshot_interval: Dur,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            allowed_lateness: Dur(Duration::from_secs(45)),
+            max_groups_per_rule: 200_000,
+            max_state_bytes: 512 << 20,
+            max_audit_ids: 10,
+            max_distinct_values: 1_000,
+            default_suppress: None,
+            state_dir: None,
+            snapshot_interval: Dur(Duration::from_secs(60)),
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
@@ -324,6 +361,10 @@ pub struct Config {
     pub tail: TailSection,
     /// Sinks.
     pub sinks: Vec<SinkConfig>,
+    /// Correlation state.
+    pub state: StateSection,
+    /// Global exceptions and re-alert intervals (docs/tuning.md).
+    pub tuning: Option<serde_yaml_ng::Value>,
     /// Logging.
     pub logging: LoggingConfig,
     /// Shutdown deadline.
@@ -342,6 +383,8 @@ impl Default for Config {
                 format: crate::sinks::stdout::Format::Text,
                 route: RouteConfig::default(),
             }],
+            state: StateSection::default(),
+            tuning: None,
             logging: LoggingConfig::default(),
             shutdown_timeout: Dur(Duration::from_secs(30)),
         }
@@ -596,6 +639,19 @@ impl Config {
                 );
             }
         }
+        if let Some(t) = &self.tuning {
+            if let Err(errs) = crate::engine::state::Tuning::from_yaml(t) {
+                for e in errs {
+                    bad("tuning", e);
+                }
+            }
+        }
+        if self.state.max_groups_per_rule == 0 || self.state.max_state_bytes == 0 {
+            bad(
+                "state",
+                "`max_groups_per_rule` and `max_state_bytes` must be greater than zero".into(),
+            );
+        }
         if self.sinks.is_empty() {
             bad(
                 "sinks",
@@ -612,6 +668,31 @@ impl Config {
             );
         }
         p
+    }
+
+    /// The correlation engine's settings (the metrics registry is the caller's).
+    pub fn state_config(
+        &self,
+        metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    ) -> crate::engine::state::StateConfig {
+        let st = &self.state;
+        crate::engine::state::StateConfig {
+            max_groups_per_rule: st.max_groups_per_rule,
+            max_state_bytes: st.max_state_bytes,
+            allowed_lateness: st.allowed_lateness.0,
+            snapshot_interval: st.snapshot_interval.0,
+            state_dir: st.state_dir.clone(),
+            default_suppress: st.default_suppress.map(|d| d.0),
+            max_audit_ids: st.max_audit_ids,
+            max_distinct_values: st.max_distinct_values,
+            tuning: self
+                .tuning
+                .as_ref()
+                .and_then(|t| crate::engine::state::Tuning::from_yaml(t).ok())
+                .unwrap_or_default(),
+            metrics,
+            ..Default::default()
+        }
     }
 
     /// The bearer token, read from `bearer_token` or `bearer_token_file`.

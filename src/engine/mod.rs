@@ -1,9 +1,24 @@
 //! The detection engine: de-duplication, stage filter, rule evaluation, alert building.
 //!
-//! No I/O here. The engine is shared by every worker (`&self` everywhere), so both cores
-//! can evaluate at once; the only shared mutable state is the de-duplication set.
+//! No I/O here, except the correlation state snapshot ([`correlate::Correlator::snapshot`]).
+//! The engine is shared by every worker (`&self` everywhere), so both cores can evaluate at
+//! once; the shared mutable state is the de-duplication set and the sharded correlation
+//! state.
+//!
+//! Stateful detection (docs/correlation.md, docs/tuning.md):
+//! - [`correlate`]: the [`correlate::Correlator`]: Sigma correlations and first-seen
+//!   baselines on event time, fed after stateless evaluation.
+//! - [`window`]: per-group window state, sized by what each condition needs.
+//! - [`baseline`]: first-seen tuples (`new_terms`).
+//! - [`state`]: configuration, per-cluster clocks, shards and the snapshot format.
+//! - [`suppress`]: exceptions and re-alert suppression.
 
+pub mod baseline;
+pub mod correlate;
 pub mod dedup;
+pub mod state;
+pub mod suppress;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -36,6 +51,8 @@ pub struct Engine {
     dedup: Dedup,
     stage_mask: u8,
     metrics: Arc<Metrics>,
+    /// Stateful correlations, baselines, exceptions and re-alert suppression (optional).
+    correlator: Option<Arc<correlate::Correlator>>,
 }
 
 impl Engine {
@@ -48,6 +65,7 @@ impl Engine {
             dedup: Dedup::new(dedup_capacity),
             stage_mask,
             metrics,
+            correlator: None,
         }
     }
 
@@ -59,6 +77,19 @@ impl Engine {
         }
         self.falco = falco;
         self
+    }
+
+    /// Adds the stateful engine: matching events are fed to `c` after stateless
+    /// evaluation, and base rules' own alerts pass its `generate`, exception and
+    /// re-alert checks.
+    pub fn with_correlator(mut self, c: Arc<correlate::Correlator>) -> Engine {
+        self.correlator = Some(c);
+        self
+    }
+
+    /// The stateful engine, if any (for ticks, flush and snapshots).
+    pub fn correlator(&self) -> Option<&Arc<correlate::Correlator>> {
+        self.correlator.as_ref()
     }
 
     /// The rule set.
@@ -88,16 +119,27 @@ impl Engine {
             self.metrics.stage_skipped.inc();
             return Disposition::StageSkipped;
         }
+        let first_new = out.len();
         let mut hits = Vec::new();
         self.rules.evaluate(ev, &mut hits);
+        hits.retain(|&idx| self.rules.rules()[idx].stages & stage.bit() != 0);
         for &idx in &hits {
             let rule = &self.rules.rules()[idx];
-            if rule.stages & stage.bit() == 0 {
-                continue;
+            if let Some(c) = &self.correlator {
+                if c.suppressed_generate(idx) {
+                    continue;
+                }
             }
-            let alert = Alert::new(&rule.meta, ev, now);
-            self.metrics.alert(&rule.meta.id, rule.meta.level);
+            let mut alert = Alert::new(&rule.meta, ev, now);
+            if let Some(c) = &self.correlator {
+                if !c.admit_base(idx, ev, &mut alert) {
+                    continue;
+                }
+            }
             out.push(alert);
+        }
+        if let Some(c) = &self.correlator {
+            c.observe(&hits, ev, out);
         }
         if let Some(falco) = &self.falco {
             hits.clear();
@@ -110,9 +152,12 @@ impl Engine {
                 let output = falco.render_output(idx, ev);
                 alert.message = output.clone();
                 alert.event.reason = Some(output);
-                self.metrics.alert(&rule.meta.id, rule.meta.level);
                 out.push(alert);
             }
+        }
+        // Count every alert made here (stateless, correlation, Falco) in one place.
+        for a in &out[first_new..] {
+            self.metrics.alert(&a.rule.id, a.rule.level);
         }
         Disposition::Evaluated
     }

@@ -418,6 +418,18 @@ pub fn scan(
         }
         summary.bad_records += bad_here;
     }
+    // End of input: release held records and decide open windows.
+    if let Some(c) = engine.correlator() {
+        c.flush(&mut alerts);
+        for a in alerts.drain(..) {
+            metrics.alert(&a.rule.id, a.rule.level);
+            *summary
+                .alerts
+                .entry((a.rule.level, a.rule.id.clone(), a.rule.name.clone()))
+                .or_default() += 1;
+            on_alert(a);
+        }
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }

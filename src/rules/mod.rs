@@ -19,6 +19,7 @@
 
 pub(crate) mod compile;
 pub(crate) mod condition;
+pub mod correlation;
 pub mod examples;
 pub mod falco;
 pub(crate) mod index;
