@@ -3,7 +3,12 @@
 //! No I/O here. The engine is shared by every worker (`&self` everywhere), so both cores
 //! can evaluate at once; the only shared mutable state is the de-duplication set.
 
+pub mod baseline;
+pub mod correlate;
 pub mod dedup;
+pub mod state;
+pub mod suppress;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -33,6 +38,8 @@ pub struct Engine {
     dedup: Dedup,
     stage_mask: u8,
     metrics: Arc<Metrics>,
+    /// Stateful correlations, baselines, exceptions and re-alert suppression (optional).
+    correlator: Option<Arc<correlate::Correlator>>,
 }
 
 impl Engine {
@@ -44,7 +51,21 @@ impl Engine {
             dedup: Dedup::new(dedup_capacity),
             stage_mask,
             metrics,
+            correlator: None,
         }
+    }
+
+    /// Adds the stateful engine: matching events are fed to `c` after stateless
+    /// evaluation, and base rules' own alerts pass its `generate`, exception and
+    /// re-alert checks.
+    pub fn with_correlator(mut self, c: Arc<correlate::Correlator>) -> Engine {
+        self.correlator = Some(c);
+        self
+    }
+
+    /// The stateful engine, if any (for ticks, flush and snapshots).
+    pub fn correlator(&self) -> Option<&Arc<correlate::Correlator>> {
+        self.correlator.as_ref()
     }
 
     /// The rule set.
@@ -76,14 +97,25 @@ impl Engine {
         }
         let mut hits = Vec::new();
         self.rules.evaluate(ev, &mut hits);
-        for idx in hits {
+        hits.retain(|&idx| self.rules.rules()[idx].stages & stage.bit() != 0);
+        for &idx in &hits {
             let rule = &self.rules.rules()[idx];
-            if rule.stages & stage.bit() == 0 {
-                continue;
+            if let Some(c) = &self.correlator {
+                if c.suppressed_generate(idx) {
+                    continue;
+                }
             }
-            let alert = Alert::new(&rule.meta, ev, now);
+            let mut alert = Alert::new(&rule.meta, ev, now);
+            if let Some(c) = &self.correlator {
+                if !c.admit_base(idx, ev, &mut alert) {
+                    continue;
+                }
+            }
             self.metrics.alert(&rule.meta.id, rule.meta.level);
             out.push(alert);
+        }
+        if let Some(c) = &self.correlator {
+            c.observe(&hits, ev, out);
         }
         Disposition::Evaluated
     }

@@ -19,6 +19,7 @@
 pub mod catalog;
 pub(crate) mod compile;
 pub(crate) mod condition;
+pub mod correlation;
 pub mod examples;
 pub(crate) mod index;
 pub mod lint;
