@@ -150,8 +150,26 @@ fn threat_intel_rule_is_silent_with_default_list() {
     assert_eq!(failures.len(), 1, "{}", join(&failures));
 }
 
-/// The correlation engine lives elsewhere; here each correlation's examples are checked for
-/// shape and against its base rules: every positive sequence contains, for every referenced
+/// Every correlation's example sequences replayed through the real stateful engine (fresh
+/// state per sequence): positives must alert, negatives must not.
+#[test]
+fn every_correlation_example_behaves() {
+    use audithawk::engine::correlate::Correlator;
+    use audithawk::engine::state::StateConfig;
+    let set = load(vec![fixture_lists()]);
+    let corr = Correlator::new(&set, StateConfig::default())
+        .unwrap_or_else(|e| panic!("correlations failed to compile:\n{}", join(&e)));
+    let failures = corr.run_examples(&|ev, out| set.evaluate(ev, out));
+    assert!(
+        failures.is_empty(),
+        "{} correlation examples failed:\n{}",
+        failures.len(),
+        join(&failures)
+    );
+}
+
+/// Shape checks that do not need the correlation engine: each correlation's examples are
+/// checked against its base rules: every positive sequence contains, for every referenced
 /// base rule, at least one event that rule matches, and all events parse.
 #[test]
 fn correlation_examples_are_well_formed() {
