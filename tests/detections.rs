@@ -402,6 +402,37 @@ fn list_files_are_well_formed() {
     }
 }
 
+/// Every shipped list is referenced by some rule (a list nothing reads is configuration that
+/// silently does nothing), and every `%name%` a rule uses is shipped.
+#[test]
+fn every_list_is_used_and_every_reference_resolves() {
+    let set = load(Vec::new());
+    let mut used = BTreeSet::new();
+    for (path, text) in builtin_files() {
+        if path.starts_with("lists/") {
+            continue;
+        }
+        for part in text.split("'%").skip(1) {
+            if let Some((name, _)) = part.split_once("%'") {
+                used.insert(name.to_string());
+            }
+        }
+    }
+    assert!(used.len() >= 15, "only {} lists referenced", used.len());
+    for name in &used {
+        assert!(
+            set.list(name).is_some(),
+            "rules reference unknown list {name}"
+        );
+    }
+    for name in set.lists().keys() {
+        assert!(
+            used.contains(name),
+            "list {name} is shipped but no rule uses it"
+        );
+    }
+}
+
 /// Parses USE_CASES.md rows: (row, id, state column).
 fn use_case_rows(text: &str) -> Vec<(u32, String, String)> {
     text.lines()
