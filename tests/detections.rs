@@ -574,6 +574,29 @@ fn benign_sample_is_quiet() {
         }
     }
     assert!(n >= 40, "fixture too small");
+    // The same traffic through the correlations (windows, sequences, baselines).
+    let corr = audithawk::engine::correlate::Correlator::new(
+        &set,
+        audithawk::engine::state::StateConfig::default(),
+    )
+    .unwrap_or_else(|e| panic!("correlations failed to compile:\n{}", join(&e)));
+    let mut alerts = Vec::new();
+    for line in text.lines() {
+        let ev = AuditEvent::parse(line).expect("parsed above");
+        hits.clear();
+        set.evaluate(&ev, &mut hits);
+        corr.observe(&hits, &ev, &mut alerts);
+    }
+    corr.flush(&mut alerts);
+    for a in &alerts {
+        if a.rule.level > Level::Low {
+            loud.push(format!(
+                "correlation: {} ({})",
+                a.rule.name,
+                a.rule.level.as_str()
+            ));
+        }
+    }
     assert!(
         loud.is_empty(),
         "benign events raised alerts:\n{}",
