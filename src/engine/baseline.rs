@@ -7,8 +7,6 @@
 //! Tuples not seen for `history` are forgotten by the sweep, which bounds memory together
 //! with the per-rule group cap.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 /// When a tuple was last seen, and in which cluster (for the per-cluster watermark).
@@ -28,7 +26,7 @@ pub const ENTRY_BYTES: usize = (16 + std::mem::size_of::<Seen>() + 1) * 8 / 7;
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     /// tuple hash -> last seen.
-    pub seen: HashMap<u128, Seen>,
+    pub seen: super::state::KeyMap<Seen>,
 }
 
 impl Baseline {

@@ -53,7 +53,10 @@ pub struct EvRef {
     /// Its cluster.
     pub cluster: Option<Arc<str>>,
     /// Its auditID.
-    pub audit_id: Box<str>,
+    pub audit: CompactId,
+    /// Hash of the text: orders records with equal times the same whatever the arrival
+    /// order. Computed once per event, shared by all its records.
+    pub tie: u64,
 }
 
 /// What the correlator needs to know about the base rules.
@@ -261,6 +264,116 @@ fn combos(ev: &AuditEvent<'_>, cluster: Option<&str>, paths: &[FieldPath]) -> (V
         })
         .collect();
     (out, truncated)
+}
+
+/// Reusable buffers for [`keys_into`]: the hot path builds group keys without allocating.
+#[derive(Default)]
+struct Scratch {
+    buf: String,
+    spans: Vec<(usize, usize)>,
+    per: Vec<(usize, usize)>,
+    idx: Vec<usize>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// The group keys of `ev` over `paths` (same keys as [`combos`], without building the
+/// value strings). Returns whether the combinations were truncated.
+fn keys_into(
+    ev: &AuditEvent<'_>,
+    cluster: Option<&str>,
+    paths: &[FieldPath],
+    out: &mut dyn FnMut(u128),
+) -> bool {
+    use std::fmt::Write as _;
+    SCRATCH.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let Scratch {
+            buf,
+            spans,
+            per,
+            idx,
+        } = &mut *guard;
+        buf.clear();
+        spans.clear();
+        per.clear();
+        for p in paths {
+            let start = spans.len();
+            ev.visit(p, &mut |v| {
+                let b = buf.len();
+                match v {
+                    crate::model::Val::Str(x) => buf.push_str(x),
+                    crate::model::Val::Int(i) => {
+                        let _ = write!(buf, "{i}");
+                    }
+                    crate::model::Val::Float(x) => {
+                        let _ = write!(buf, "{x}");
+                    }
+                    crate::model::Val::Bool(x) => {
+                        let _ = write!(buf, "{x}");
+                    }
+                    crate::model::Val::Null | crate::model::Val::Object => return false,
+                }
+                spans.push((b, buf.len()));
+                false
+            });
+            if spans.len() - start > 1 {
+                let b = &*buf;
+                spans[start..].sort_by(|x, y| b[x.0..x.1].cmp(&b[y.0..y.1]));
+                let mut w = start + 1;
+                for r in start + 1..spans.len() {
+                    if b[spans[r].0..spans[r].1] != b[spans[w - 1].0..spans[w - 1].1] {
+                        spans[w] = spans[r];
+                        w += 1;
+                    }
+                }
+                spans.truncate(w);
+            }
+            per.push((start, spans.len()));
+        }
+        // Odometer over the value lists (an empty list is the single "missing" value).
+        idx.clear();
+        idx.resize(paths.len(), 0);
+        let mut n = 0;
+        loop {
+            if n == MAX_COMBOS {
+                return true;
+            }
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            let c = cluster.unwrap_or("\u{0}").as_bytes();
+            h.update(&(c.len() as u32).to_le_bytes());
+            h.update(c);
+            for (k, &(a, b)) in per.iter().enumerate() {
+                let bytes: &[u8] = if a == b {
+                    &[0xff]
+                } else {
+                    let (x, y) = spans[a + idx[k]];
+                    &buf.as_bytes()[x..y]
+                };
+                h.update(&(bytes.len() as u32).to_le_bytes());
+                h.update(bytes);
+            }
+            out(h.digest128());
+            n += 1;
+            // Advance the last position first, as `combos` nests.
+            let mut k = paths.len();
+            loop {
+                if k == 0 {
+                    return false;
+                }
+                k -= 1;
+                let (a, b) = per[k];
+                let len = (b - a).max(1);
+                idx[k] += 1;
+                if idx[k] < len {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+    })
 }
 
 fn micros_to_rfc3339(us: i64) -> String {
@@ -772,23 +885,20 @@ impl Correlator {
         } else {
             c.group_paths.get(pos).map_or(&[][..], Vec::as_slice)
         };
-        let (keys, truncated) = combos(ev, cl, paths);
-        if truncated {
-            self.cfg.metrics.count(
-                "audithawk_correlation_keys_truncated_total",
-                &[("rule", &c.def.meta.id)],
-                1,
-            );
-        }
-        let vals: Vec<Option<Box<str>>> = match &c.value_path {
-            Some(p) => values(ev, p)
-                .into_iter()
-                .map(|v| Some(v.into_boxed_str()))
-                .collect(),
-            None => vec![None],
+        let owned: Vec<Option<Box<str>>>;
+        let none = [None];
+        let vals: &[Option<Box<str>>] = match &c.value_path {
+            Some(p) => {
+                owned = values(ev, p)
+                    .into_iter()
+                    .map(|v| Some(v.into_boxed_str()))
+                    .collect();
+                &owned
+            }
+            None => &none,
         };
-        for (_, key) in keys {
-            for v in &vals {
+        let truncated = keys_into(ev, cl, paths, &mut |key| {
+            for v in vals {
                 out.push(Record {
                     t,
                     corr: corr as u32,
@@ -799,13 +909,20 @@ impl Correlator {
                     ev: evref.clone(),
                 });
             }
+        });
+        if truncated {
+            self.cfg.metrics.count(
+                "audithawk_correlation_keys_truncated_total",
+                &[("rule", &c.def.meta.id)],
+                1,
+            );
         }
     }
 
     fn pkey(rec: &Record) -> PKey {
         PKey {
             t: rec.t,
-            tie: xxhash_rust::xxh3::xxh3_64(rec.ev.raw.as_bytes()),
+            tie: rec.ev.tie,
             corr: rec.corr,
             rpos: u16::MAX - rec.pos,
             key: rec.key,
@@ -846,7 +963,8 @@ impl Correlator {
             let evref = Arc::new(EvRef {
                 raw: ev.raw.text().into(),
                 cluster: ev.cluster.clone(),
-                audit_id: ev.audit_id().into(),
+                audit: CompactId::new(ev.audit_id()),
+                tie: xxhash_rust::xxh3::xxh3_64(ev.raw.text().as_bytes()),
             });
             for &r in matched {
                 for &(corr, pos) in self.plan.by_rule.get(r).map_or(&[][..], Vec::as_slice) {
@@ -865,24 +983,26 @@ impl Correlator {
                     self.records_for(corr as usize, pos as usize, ev, t, cid, &evref, &mut recs);
                 }
             }
-            let mut by_shard: Vec<Vec<Record>> = (0..SHARDS).map(|_| Vec::new()).collect();
-            for r in recs {
-                let s = self.route(r.corr as usize, r.key, ev.cluster.as_deref());
-                by_shard[s].push(r);
-            }
-            for (s, recs) in by_shard.into_iter().enumerate() {
-                if recs.is_empty() {
-                    continue;
-                }
+            let cl = ev.cluster.as_deref();
+            recs.sort_by_key(|r| self.route(r.corr as usize, r.key, cl));
+            let mut it = recs
+                .into_iter()
+                .map(|r| (self.route(r.corr as usize, r.key, cl), r))
+                .peekable();
+            while let Some((s, first)) = it.next() {
                 touched[s] = true;
                 let mut sh = self.shards[s].lock();
-                for r in recs {
+                let mut next = Some(first);
+                while let Some(r) = next.take() {
                     if r.t < wm {
-                        self.apply(&mut sh, r, true, out);
+                        self.apply(&mut sh, r, true, wm, out);
                     } else {
                         sh.bytes += RECORD_BYTES + r.ev.raw.len();
                         let k = Self::pkey(&r);
                         sh.pending_mut(cid).insert(k, r);
+                    }
+                    if it.peek().is_some_and(|(s2, _)| *s2 == s) {
+                        next = it.next().map(|(_, r)| r);
                     }
                 }
                 self.drain(&mut sh, out);
@@ -919,7 +1039,7 @@ impl Correlator {
                     break;
                 };
                 sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + r.ev.raw.len());
-                self.apply(sh, r, false, out);
+                self.apply(sh, r, false, wm, out);
             }
         }
         let every = self.sweep_every();
@@ -946,7 +1066,8 @@ impl Correlator {
                 break;
             };
             sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + r.ev.raw.len());
-            self.apply(sh, r, false, out);
+            let wm = self.clocks.watermark(c as u16, self.lateness);
+            self.apply(sh, r, false, wm, out);
             released += 1;
         }
         if released > 0 {
@@ -992,7 +1113,14 @@ impl Correlator {
             let mut closing = Vec::new();
             let mut freed = 0;
             sh.groups[corr].retain(|k, g| {
-                let w = if close_all { i64::MAX } else { wm(g.cluster) };
+                let tumbling = matches!(g.st, GroupState::Tumbling(_));
+                // At end of input only undecided (tumbling) windows are closed early; the
+                // others keep their state (a snapshot after a scan stays useful).
+                let w = if close_all && tumbling {
+                    i64::MAX
+                } else {
+                    wm(g.cluster)
+                };
                 if !g.expired(w, span) {
                     return true;
                 }
@@ -1006,6 +1134,7 @@ impl Correlator {
             closing.sort_by_key(|(k, g)| (g.last, *k));
             for (key, mut g) in closing {
                 let w = if close_all { i64::MAX } else { wm(g.cluster) };
+                // (closing holds tumbling groups only.)
                 let distinct = matches!(c.def.kind, CorrelationKind::ValueCount { .. });
                 let last = match &g.st {
                     GroupState::Tumbling(tw) => tw.last.clone(),
@@ -1090,11 +1219,10 @@ impl Correlator {
     }
 
     /// Applies one record to its group; fires when the condition holds.
-    fn apply(&self, sh: &mut Shard, rec: Record, late: bool, out: &mut Vec<Alert>) {
+    fn apply(&self, sh: &mut Shard, rec: Record, late: bool, wm: i64, out: &mut Vec<Alert>) {
         let corr = rec.corr as usize;
         let c = &self.plan.corrs[corr];
         let m = &self.cfg.metrics;
-        let wm = self.clocks.watermark(rec.cluster, self.lateness);
         let id = c.def.meta.id.as_str();
         if let CorrelationKind::NewTerms { .. } = c.def.kind {
             if late && rec.t <= wm.saturating_sub(c.history) {
@@ -1127,7 +1255,7 @@ impl Correlator {
                     end: rec.t,
                     hits: vec![Hit {
                         t: rec.t,
-                        id: CompactId::new(&rec.ev.audit_id),
+                        id: rec.ev.audit.clone(),
                     }],
                     total: 1,
                     ..Default::default()
@@ -1185,7 +1313,7 @@ impl Correlator {
             &c.def.condition,
             self.cfg.max_audit_ids,
             rec.t,
-            &rec.ev.audit_id,
+            &rec.ev.audit,
             rec.pos as usize,
             rec.value.as_deref(),
         );
@@ -1279,7 +1407,8 @@ impl Correlator {
                 &mut recs,
             );
             for r in recs {
-                self.apply(sh, r, false, out);
+                let wm = self.clocks.watermark(cid, self.lateness);
+                self.apply(sh, r, false, wm, out);
             }
         }
     }
@@ -1472,6 +1601,28 @@ impl Correlator {
         for s in self.shards.iter() {
             let mut sh = s.lock();
             self.sweep(&mut sh, true, out);
+        }
+    }
+
+    /// The snapshot file under `state_dir`, if state is persisted.
+    pub fn snapshot_path(&self) -> Option<std::path::PathBuf> {
+        self.cfg.state_dir.as_ref().map(|d| d.join(SNAPSHOT_FILE))
+    }
+
+    /// At start: restores the snapshot under `state_dir` (no-op without one).
+    pub fn load(&self) -> Result<RestoreStats, StateError> {
+        match self.snapshot_path() {
+            Some(p) => self.restore(&p),
+            None => Ok(RestoreStats::default()),
+        }
+    }
+
+    /// At shutdown: writes the snapshot under `state_dir` (no-op without one). Held
+    /// records are saved, not flushed, so they are applied in order after the restart.
+    pub fn save(&self) -> Result<Option<StateStats>, StateError> {
+        match self.snapshot_path() {
+            Some(p) => self.snapshot(&p).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -1755,3 +1906,51 @@ impl std::fmt::Display for ExampleFailure {
 
 /// Namespace of correlation alert ids (a fixed random UUID).
 const CORR_NS: uuid::Uuid = uuid::Uuid::from_u128(0x3c5e_77a1_9d0b_4f62_8e14_a2b3_c4d5_e6f7);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hot-path key builder and the alert-side combination builder must agree, or an
+    /// alert could not name its group.
+    #[test]
+    fn keys_into_matches_combos() {
+        let ev = AuditEvent::parse(
+            r#"{"auditID":"a","verb":"get","user":{"username":"u","groups":["b","a","b"]},"sourceIPs":["1.1.1.1","2.2.2.2"],"responseStatus":{"code":403}}"#,
+        )
+        .unwrap();
+        for paths in [
+            vec!["user.username"],
+            vec!["user.groups"],
+            vec!["user.groups", "sourceIPs", "responseStatus.code"],
+            vec!["objectRef.namespace", "user.username"],
+            vec![],
+        ] {
+            let paths: Vec<FieldPath> = paths.into_iter().map(FieldPath::parse).collect();
+            for cluster in [None, Some("prod")] {
+                let (cs, t1) = combos(&ev, cluster, &paths);
+                let mut keys = Vec::new();
+                let t2 = keys_into(&ev, cluster, &paths, &mut |k| keys.push(k));
+                assert_eq!(
+                    cs.iter().map(|c| c.1).collect::<Vec<_>>(),
+                    keys,
+                    "{paths:?}"
+                );
+                assert_eq!(t1, t2);
+            }
+        }
+        let (cs, _) = combos(
+            &ev,
+            None,
+            &[
+                FieldPath::parse("user.groups"),
+                FieldPath::parse("sourceIPs"),
+            ],
+        );
+        assert_eq!(cs.len(), 4, "2 distinct groups x 2 IPs");
+        assert_eq!(
+            cs[0].0,
+            [Some("a".to_string()), Some("1.1.1.1".to_string())]
+        );
+    }
+}

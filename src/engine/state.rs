@@ -23,6 +23,45 @@ use super::window::Group;
 use crate::rules::correlation::ExceptionDef;
 use crate::telemetry::Metrics;
 
+/// Builds hashers for maps keyed by 128-bit group hashes. The keys are already uniform
+/// (xxh3-128 of cluster and values), so hashing is a fold with a per-process random
+/// salt: cheap, and the table layout is not predictable from outside.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyBuild(u64);
+
+impl Default for KeyBuild {
+    fn default() -> Self {
+        KeyBuild(fastrand::u64(..))
+    }
+}
+
+impl std::hash::BuildHasher for KeyBuild {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+/// See [`KeyBuild`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        // One multiply spreads the salt into the high bits hashbrown uses for tags.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 ^= xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// A map keyed by group hash.
+pub type KeyMap<V> = HashMap<u128, V, KeyBuild>;
+
 /// Number of shards. Fixed, so that a snapshot restores into the same layout.
 pub const SHARDS: usize = 16;
 
@@ -263,11 +302,11 @@ pub struct Record {
 #[derive(Debug, Default)]
 pub struct Shard {
     /// Per correlation: group key -> window state.
-    pub groups: Vec<HashMap<u128, Group>>,
+    pub groups: Vec<KeyMap<Group>>,
     /// Per correlation (new_terms only): tuple -> last seen.
     pub terms: Vec<Baseline>,
     /// Per correlation: group key -> (cluster, re-alert state).
-    pub supp: Vec<HashMap<u128, (u16, SuppressState)>>,
+    pub supp: Vec<KeyMap<(u16, SuppressState)>>,
     /// Per cluster: the reorder buffer.
     pub pending: Vec<BTreeMap<PKey, Record>>,
     /// Estimated bytes held.
@@ -280,9 +319,9 @@ impl Shard {
     /// A shard for `n` correlations.
     pub fn new(n: usize) -> Shard {
         Shard {
-            groups: (0..n).map(|_| HashMap::new()).collect(),
+            groups: (0..n).map(|_| KeyMap::default()).collect(),
             terms: (0..n).map(|_| Baseline::default()).collect(),
-            supp: (0..n).map(|_| HashMap::new()).collect(),
+            supp: (0..n).map(|_| KeyMap::default()).collect(),
             pending: Vec::new(),
             bytes: 0,
             swept_at: i64::MIN,

@@ -56,13 +56,6 @@ impl CompactId {
             CompactId::Text(t) => t.to_string(),
         }
     }
-
-    fn heap(&self) -> usize {
-        match self {
-            CompactId::Uuid(_) => 0,
-            CompactId::Text(t) => t.len(),
-        }
-    }
 }
 
 /// One contributing event: time and auditID.
@@ -85,10 +78,10 @@ fn push_recent(v: &mut Vec<Hit>, h: Hit, cap: usize) -> bool {
             return false;
         }
         v.remove(0);
-    } else {
-        // Grow one slot at a time: most groups see one or two events, and the default
-        // doubling would reserve four.
-        v.reserve_exact(1);
+    } else if v.len() == v.capacity() {
+        // Grow 1, 2, 4, ... up to `cap` exactly: most groups see one or two events, and
+        // the default growth would reserve four at once.
+        v.reserve_exact((cap - v.len()).min(v.len().max(1)));
     }
     let pos = v.partition_point(|x| x.t <= h.t);
     v.insert(pos, h);
@@ -174,6 +167,9 @@ pub struct Distinct {
     pub values: Vec<(Box<str>, i64)>,
     /// Most recent contributing events.
     pub hits: Vec<Hit>,
+    /// Events applied since the group started (some may have left the window since).
+    #[serde(default)]
+    pub seen: u64,
 }
 
 /// One partial chain of a `temporal_ordered` sequence.
@@ -291,6 +287,7 @@ impl Group {
             Shape::Distinct { .. } => GroupState::Distinct(Box::new(Distinct {
                 values: Vec::new(),
                 hits: Vec::new(),
+                seen: 0,
             })),
             Shape::Temporal { n } => GroupState::Temporal(Box::new(vec![None; n])),
             Shape::Ordered { n } => GroupState::Ordered(Box::new(vec![None; n])),
@@ -302,11 +299,10 @@ impl Group {
         }
     }
 
-    /// Approximate heap bytes owned by this group (for the memory cap).
+    /// Approximate heap bytes owned by this group (for the memory cap). Cheap, as it runs
+    /// on every update: strings are estimated, not summed.
     pub fn heap_bytes(&self) -> usize {
-        let hits = |v: &Vec<Hit>| {
-            v.capacity() * std::mem::size_of::<Hit>() + v.iter().map(|h| h.id.heap()).sum::<usize>()
-        };
+        let hits = |v: &Vec<Hit>| v.capacity() * std::mem::size_of::<Hit>();
         match &self.st {
             GroupState::Ring(v) => hits(v),
             GroupState::Buckets(b) => {
@@ -314,13 +310,13 @@ impl Group {
             }
             GroupState::Tumbling(w) => {
                 std::mem::size_of::<Tumbling>()
-                    + w.values.iter().map(|v| v.len() + 16).sum::<usize>()
+                    + w.values.capacity() * 40
                     + hits(&w.hits)
                     + w.last.as_ref().map_or(0, |e| e.raw.len())
             }
             GroupState::Distinct(d) => {
                 std::mem::size_of::<Distinct>()
-                    + d.values.iter().map(|(v, _)| v.len() + 24).sum::<usize>()
+                    + d.values.capacity() * (std::mem::size_of::<(Box<str>, i64)>() + 24)
                     + hits(&d.hits)
             }
             GroupState::Temporal(v) => v.len() * std::mem::size_of::<Option<Hit>>(),
@@ -385,16 +381,13 @@ impl Group {
         cond: &crate::rules::correlation::Condition,
         ids_cap: usize,
         t: i64,
-        id: &str,
+        id: &CompactId,
         pos: usize,
         value: Option<&str>,
     ) -> Outcome {
         let newest = self.last.max(t);
         self.last = newest;
-        let hit = Hit {
-            t,
-            id: CompactId::new(id),
-        };
+        let hit = Hit { t, id: id.clone() };
         let window_start = newest.saturating_sub(span);
         match (&mut self.st, shape) {
             (GroupState::Ring(v), Shape::Ring { keep }) => {
@@ -463,10 +456,14 @@ impl Group {
                 let Some(v) = value else {
                     return Outcome::Quiet;
                 };
+                d.seen += 1;
                 match d.values.iter_mut().find(|(x, _)| &**x == v) {
                     Some(e) => e.1 = e.1.max(t),
                     None => {
-                        d.values.reserve_exact(1);
+                        if d.values.len() == d.values.capacity() {
+                            let grow = (cap + 1 - d.values.len()).min(d.values.len().max(1));
+                            d.values.reserve_exact(grow);
+                        }
                         d.values.push((v.into(), t));
                         if d.values.len() > cap {
                             // Drop the least recently seen value: if `cap` distinct values are
@@ -504,7 +501,7 @@ impl Group {
                             .min(hits.first().map_or(i64::MAX, |h| h.t)),
                         end: newest,
                         values: vals.into_iter().map(|v| v.0).collect(),
-                        total: hits.len() as u64,
+                        total: d.seen,
                         hits,
                         ..Default::default()
                     });
@@ -607,7 +604,16 @@ mod tests {
             .enumerate()
             .map(|(i, (t, pos, v))| {
                 let grp = g.get_or_insert_with(|| Group::new(shape, span, *t, 0));
-                match grp.apply(shape, span, &cond, 10, *t, &format!("id{i}"), *pos, *v) {
+                match grp.apply(
+                    shape,
+                    span,
+                    &cond,
+                    10,
+                    *t,
+                    &CompactId::new(&format!("id{i}")),
+                    *pos,
+                    *v,
+                ) {
                     Outcome::Fire(f) => {
                         g = None;
                         Some(f)
@@ -651,16 +657,43 @@ mod tests {
         let shape = Shape::Ring { keep: 2 };
         let mut g = Group::new(shape, 10 * S, 5 * S, 0);
         assert_eq!(
-            g.apply(shape, 10 * S, &gte(3), 2, 5 * S, "a", 0, None),
+            g.apply(
+                shape,
+                10 * S,
+                &gte(3),
+                2,
+                5 * S,
+                &CompactId::new("a"),
+                0,
+                None
+            ),
             Outcome::Quiet
         );
         assert_eq!(
-            g.apply(shape, 10 * S, &gte(3), 2, 6 * S, "b", 0, None),
+            g.apply(
+                shape,
+                10 * S,
+                &gte(3),
+                2,
+                6 * S,
+                &CompactId::new("b"),
+                0,
+                None
+            ),
             Outcome::Quiet
         );
         // Older than everything in a full ring: cannot be placed.
         assert_eq!(
-            g.apply(shape, 10 * S, &gte(3), 2, 4 * S, "c", 0, None),
+            g.apply(
+                shape,
+                10 * S,
+                &gte(3),
+                2,
+                4 * S,
+                &CompactId::new("c"),
+                0,
+                None
+            ),
             Outcome::TooOld
         );
         let shape = Shape::Ring { keep: 5 };
@@ -719,7 +752,7 @@ mod tests {
         let mut g = Group::new(shape, 10 * S, 0, 0);
         for t in [0, S] {
             assert_eq!(
-                g.apply(shape, 10 * S, &cond, 5, t, "x", 0, None),
+                g.apply(shape, 10 * S, &cond, 5, t, &CompactId::new("x"), 0, None),
                 Outcome::Quiet
             );
         }
