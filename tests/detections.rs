@@ -38,11 +38,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Test-only list overrides (a populated threat-intel list), layered over the built-in lists.
-fn fixture_lists() -> PathBuf {
-    root().join("tests/fixtures/detections/lists")
-}
-
 fn load(lists: Vec<PathBuf>) -> RuleSet {
     match RuleSet::load(&LoadOptions {
         builtin: true,
@@ -121,7 +116,7 @@ fn builtin_rules_load_and_lint_clean() {
 
 #[test]
 fn every_rule_example_behaves() {
-    let set = load(vec![fixture_lists()]);
+    let set = load(Vec::new());
     let (failures, count) = examples::run_counted(&set);
     assert!(
         failures.is_empty(),
@@ -133,21 +128,21 @@ fn every_rule_example_behaves() {
     assert!(count >= 2 * set.rules().len(), "only {count} examples ran");
 }
 
-/// Regression: without the fixture list the threat-intel rule must stay silent (its list ships
-/// empty), so the fixture, not the shipped list, is what makes its positive example fire.
+/// The threat-intel feed ships without real data: its only entry is the TEST-NET-1
+/// documentation range (never a real source), kept so the rule's positive example runs with
+/// the default lists. A real address in the shipped list would alert on someone's traffic.
 #[test]
-fn threat_intel_rule_is_silent_with_default_list() {
+fn threat_intel_list_ships_without_real_data() {
     let set = load(Vec::new());
-    let empty = set.list("threat_intel_ips").map(|l| l.values.len());
-    assert_eq!(empty, Some(0), "threat_intel_ips must ship empty");
-    let failures = examples::run(&set);
-    let ti: Vec<_> = failures
-        .iter()
-        .filter(|f| f.file.ends_with("threat-intel-source-ip.yml"))
-        .collect();
-    assert_eq!(ti.len(), 1, "{failures:?}");
-    assert_eq!(ti[0].kind, "positive");
-    assert_eq!(failures.len(), 1, "{}", join(&failures));
+    let values = set
+        .list("threat_intel_cidrs")
+        .map(|l| l.values.clone())
+        .unwrap_or_default();
+    assert_eq!(values, vec!["192.0.2.0/24".to_string()]);
+    assert_eq!(
+        set.list("trusted_egress_cidrs").map(|l| l.values.len()),
+        Some(0)
+    );
 }
 
 /// Every correlation's example sequences replayed through the real stateful engine (fresh
@@ -156,7 +151,7 @@ fn threat_intel_rule_is_silent_with_default_list() {
 fn every_correlation_example_behaves() {
     use audithawk::engine::correlate::Correlator;
     use audithawk::engine::state::StateConfig;
-    let set = load(vec![fixture_lists()]);
+    let set = load(Vec::new());
     let corr = Correlator::new(&set, StateConfig::default())
         .unwrap_or_else(|e| panic!("correlations failed to compile:\n{}", join(&e)));
     let failures = corr.run_examples(&|ev, out| set.evaluate(ev, out));
@@ -173,7 +168,7 @@ fn every_correlation_example_behaves() {
 /// base rule, at least one event that rule matches, and all events parse.
 #[test]
 fn correlation_examples_are_well_formed() {
-    let set = load(vec![fixture_lists()]);
+    let set = load(Vec::new());
     assert!(set.correlations().len() >= 15);
     let mut hits = Vec::new();
     for c in set.correlations() {
@@ -395,11 +390,6 @@ fn list_files_are_well_formed() {
         );
     }
     assert!(n >= 15, "only {n} list files");
-    // The user-supplied feeds ship empty.
-    let set = load(Vec::new());
-    for feed in ["threat_intel_ips", "trusted_egress_ips"] {
-        assert_eq!(set.list(feed).map(|l| l.values.len()), Some(0), "{feed}");
-    }
 }
 
 /// Every shipped list is referenced by some rule (a list nothing reads is configuration that
