@@ -610,3 +610,39 @@ fn docs_are_fresh() {
         "docs/detections.md is stale; regenerate with:\n  AUDITHAWK_REGEN=1 cargo test --test detections docs_are_fresh"
     );
 }
+
+/// Not a correctness test: prints load time and stateless evaluation throughput of the whole
+/// library over the benign sample. Run with
+/// `cargo test --release --test detections -- --ignored measure_library --nocapture`.
+#[test]
+#[ignore]
+fn measure_library() {
+    let t = std::time::Instant::now();
+    let set = load(Vec::new());
+    println!("load: {:?} ({} rules)", t.elapsed(), set.rules().len());
+    println!(
+        "index buckets (always, verb, resource, verb+resource, never): {:?}",
+        set.index_stats()
+    );
+    let text = std::fs::read_to_string(root().join("tests/fixtures/detections/benign.jsonl"))
+        .expect("benign fixture");
+    let evs: Vec<AuditEvent<'_>> = text
+        .lines()
+        .map(|l| AuditEvent::parse(l).expect("fixture parses"))
+        .collect();
+    let rounds = 2000;
+    let mut hits = Vec::new();
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for e in &evs {
+            hits.clear();
+            set.evaluate(e, &mut hits);
+        }
+    }
+    let n = rounds * evs.len();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{n} evaluations in {secs:.3}s: {:.0} events/s on one core",
+        n as f64 / secs
+    );
+}
