@@ -114,7 +114,7 @@ fn main() {
     let cfg = StateConfig {
         max_groups_per_rule: 2_000_000,
         max_state_bytes: 8 << 30,
-        allowed_lateness: Duration::from_secs(45),
+        allowed_lateness: Duration::from_secs(env("STATE_BENCH_LATENESS_SECS", 45) as u64),
         ..StateConfig::default()
     };
     let corr = Correlator::new(&rules, cfg.clone()).expect("correlator");

@@ -990,3 +990,75 @@ fn save_and_load_through_state_dir() {
     assert_eq!(out.len(), 1);
     assert_eq!(corr(&out[0])["count"], 5);
 }
+
+/// Every shipped correlation (built-in `detections/`) loads, resolves its references, and
+/// behaves as its own positive and negative examples say.
+#[test]
+fn builtin_correlations_load_and_pass_their_examples() {
+    let opts = audithawk::rules::LoadOptions {
+        builtin: true,
+        ..Default::default()
+    };
+    let (rules, _) = match audithawk::rules::RuleSet::load(&opts) {
+        Ok(x) => x,
+        Err(e) => panic!("built-in rules do not load: {e:?}"),
+    };
+    let c = match Correlator::new(&rules, StateConfig::default()) {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "built-in correlations: {}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    };
+    assert_eq!(c.len(), rules.correlations().len());
+    let fails = c.run_examples(&|ev, out| rules.evaluate(ev, out));
+    assert!(
+        fails.is_empty(),
+        "{}",
+        fails
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// With no lateness allowed, events are applied on arrival (no reorder buffer) and an
+/// event behind the newest one is late.
+#[test]
+fn zero_lateness_applies_on_arrival() {
+    let m = Arc::new(Metrics::new());
+    let c = correlator(
+        COUNT5,
+        StateConfig {
+            allowed_lateness: Duration::ZERO,
+            metrics: m.clone(),
+            ..cfg()
+        },
+    );
+    let mut out = Vec::new();
+    feed(
+        &c,
+        &(0..5)
+            .map(|i| ev(i as f64, &format!("z{i}"), "u", "n", &[0]))
+            .collect::<Vec<_>>(),
+        &mut out,
+    );
+    assert_eq!(
+        out.len(),
+        1,
+        "fires on the fifth event itself, nothing held"
+    );
+    assert_eq!(c.stats().pending, 0);
+    feed(&c, &[ev(3.5, "behind", "u", "n", &[0])], &mut out);
+    assert_eq!(
+        m.value(
+            "audithawk_correlation_late_total",
+            &[("rule", "c-count"), ("outcome", "applied")]
+        ),
+        1
+    );
+}

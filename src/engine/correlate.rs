@@ -996,6 +996,12 @@ impl Correlator {
                 while let Some(r) = next.take() {
                     if r.t < wm {
                         self.apply(&mut sh, r, true, wm, out);
+                    } else if self.lateness == 0
+                        && sh.pending.get(cid as usize).is_none_or(|p| p.is_empty())
+                    {
+                        // No lateness allowed: an event at or after the newest one is in
+                        // order by definition, so the reorder buffer is skipped.
+                        self.apply(&mut sh, r, false, wm, out);
                     } else {
                         sh.bytes += RECORD_BYTES + r.ev.raw.len();
                         let k = Self::pkey(&r);
@@ -1028,16 +1034,26 @@ impl Correlator {
         for c in 0..sh.pending.len() {
             let wm = self.clocks.watermark(c as u16, self.lateness);
             wmax = wmax.max(wm);
-            loop {
-                let ready = sh.pending[c]
-                    .first_key_value()
-                    .is_some_and(|(k, _)| k.t < wm);
-                if !ready {
-                    break;
-                }
-                let Some((_, r)) = sh.pending[c].pop_first() else {
-                    break;
-                };
+            let ready = sh.pending[c]
+                .first_key_value()
+                .is_some_and(|(k, _)| k.t < wm);
+            if !ready {
+                continue;
+            }
+            // Split once rather than popping one by one: every record before the
+            // watermark leaves the buffer, in order. Applying never adds to the buffer
+            // (chained records are applied inline), so iterating the split-off part is safe.
+            let cut = PKey {
+                t: wm,
+                tie: 0,
+                corr: 0,
+                rpos: 0,
+                key: 0,
+                vhash: 0,
+            };
+            let rest = sh.pending[c].split_off(&cut);
+            let ready = std::mem::replace(&mut sh.pending[c], rest);
+            for (_, r) in ready {
                 sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + r.ev.raw.len());
                 self.apply(sh, r, false, wm, out);
             }

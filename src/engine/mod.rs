@@ -1,7 +1,17 @@
 //! The detection engine: de-duplication, stage filter, rule evaluation, alert building.
 //!
-//! No I/O here. The engine is shared by every worker (`&self` everywhere), so both cores
-//! can evaluate at once; the only shared mutable state is the de-duplication set.
+//! No I/O here, except the correlation state snapshot ([`correlate::Correlator::snapshot`]).
+//! The engine is shared by every worker (`&self` everywhere), so both cores can evaluate at
+//! once; the shared mutable state is the de-duplication set and the sharded correlation
+//! state.
+//!
+//! Stateful detection (docs/correlation.md, docs/tuning.md):
+//! - [`correlate`]: the [`correlate::Correlator`]: Sigma correlations and first-seen
+//!   baselines on event time, fed after stateless evaluation.
+//! - [`window`]: per-group window state, sized by what each condition needs.
+//! - [`baseline`]: first-seen tuples (`new_terms`).
+//! - [`state`]: configuration, per-cluster clocks, shards and the snapshot format.
+//! - [`suppress`]: exceptions and re-alert suppression.
 
 pub mod baseline;
 pub mod correlate;
