@@ -13,7 +13,7 @@ use serde_yaml_ng::Value;
 
 use crate::model::Level;
 
-use super::{Lists, RuleSet};
+use super::{BodyNeed, Lists, RuleSet};
 
 /// The prose around the generated tables; it also holds the hand-written out-of-scope section.
 const TEMPLATE: &str = include_str!("catalog_template.md");
@@ -68,6 +68,17 @@ pub struct CatalogEntry {
     pub usecase: String,
     /// File the detection came from (`detections/...` for embedded rules).
     pub file: String,
+    /// The audit level the detection needs (`Metadata`, `Request` or `RequestResponse`):
+    /// the highest body any of its rules reads. Policies that log less make it blind.
+    pub audit_level: &'static str,
+}
+
+fn level_name(b: BodyNeed) -> &'static str {
+    match b {
+        BodyNeed::None => "Metadata",
+        BodyNeed::Request => "Request",
+        BodyNeed::Response => "RequestResponse",
+    }
 }
 
 /// Reads the raw documents of a rule file: for embedded rules from the embedded table, for
@@ -182,6 +193,7 @@ pub fn catalog(set: &RuleSet) -> Vec<CatalogEntry> {
             },
             usecase,
             file: display_file(&r.file),
+            audit_level: level_name(r.requirements().body),
         });
     }
     for c in set.correlations() {
@@ -199,6 +211,18 @@ pub fn catalog(set: &RuleSet) -> Vec<CatalogEntry> {
             .unwrap_or("correlation")
             .to_string();
         let (tactic, technique) = attack_columns(&tags_of(d));
+        // A correlation sees what its base rules see: the most demanding one decides.
+        let body = d
+            .get("correlation")
+            .and_then(|c| c.get("rules"))
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|n| set.find(n))
+            .map(|i| set.rules()[i].requirements().body)
+            .max()
+            .unwrap_or(BodyNeed::None);
         out.push(CatalogEntry {
             id: s("id"),
             name: d.get("name").and_then(Value::as_str).map(str::to_string),
@@ -209,6 +233,7 @@ pub fn catalog(set: &RuleSet) -> Vec<CatalogEntry> {
             state_type: StateType::Correlation(typ),
             usecase: usecase_of(d),
             file: display_file(&c.file),
+            audit_level: level_name(body),
         });
     }
     out
@@ -269,19 +294,20 @@ pub fn render_markdown(entries: &[CatalogEntry], lists: &Lists) -> String {
             current = Some(f);
             let _ = write!(
                 catalog,
-                "\n### {}\n\n| title | level | tactic | technique | state | use case | id | file |\n|---|---|---|---|---|---|---|---|\n",
+                "\n### {}\n\n| title | level | tactic | technique | state | use case | audit level | id | file |\n|---|---|---|---|---|---|---|---|---|\n",
                 if f.is_empty() { "other" } else { f }
             );
         }
         let _ = writeln!(
             catalog,
-            "| {} | {} | {} | {} | {} | {} | `{}` | [{}](../{}) |",
+            "| {} | {} | {} | {} | {} | {} | {} | `{}` | [{}](../{}) |",
             cell(&e.title),
             e.level.as_str(),
             cell(&e.tactic),
             cell(&e.technique),
             e.state_type,
             cell(&e.usecase),
+            e.audit_level,
             e.id,
             cell(e.file.rsplit('/').next().unwrap_or(&e.file)),
             e.file
@@ -436,13 +462,56 @@ detection:
         assert_eq!(s.state_type, StateType::Stateless);
         assert_eq!(s.tactic, "credential-access");
         assert_eq!(s.technique, "T1552.007");
+        assert_eq!(s.audit_level, "Metadata");
+    }
+
+    #[test]
+    fn audit_level_follows_the_bodies_read() {
+        let rules = r#"
+title: Privileged pod
+id: 44444444-4444-4444-8444-444444444444
+name: priv
+level: informational
+tags: [attack.privilege-escalation, attack.t1611]
+logsource: {product: kubernetes, service: audit}
+detection:
+  sel: {requestObject.spec.containers.securityContext.privileged: true}
+  condition: sel
+---
+title: Wildcard role
+id: 55555555-5555-4555-8555-555555555555
+level: medium
+tags: [attack.privilege-escalation, attack.t1098.006]
+logsource: {product: kubernetes, service: audit}
+detection:
+  sel: {responseObject.rules.verbs: x}
+  condition: sel
+---
+title: Many privileged pods
+id: 66666666-6666-4666-8666-666666666666
+level: high
+tags: [attack.privilege-escalation, attack.t1611]
+correlation: {type: event_count, rules: [priv], group-by: [user.username], timespan: 5m, condition: {gte: 2}}
+"#;
+        let set = match RuleSet::from_texts(&[("t.yml", rules)], &[], false) {
+            Ok((s, _)) => s,
+            Err(e) => panic!("{e:?}"),
+        };
+        let c = catalog(&set);
+        let by = |t: &str| c.iter().find(|e| e.title == t).map(|e| e.audit_level);
+        assert_eq!(by("Privileged pod"), Some("Request"));
+        assert_eq!(by("Wildcard role"), Some("RequestResponse"));
+        assert_eq!(by("Many privileged pods"), Some("Request"));
     }
 
     #[test]
     fn markdown_has_tables_and_no_placeholders() {
         let md = render_markdown(&catalog(&set()), &Lists::new());
         assert!(!md.contains("{{"), "unreplaced placeholder");
-        assert!(md.contains("| Secret list | medium | credential-access | T1552.007 | stateless |"));
+        // Rules from memory have no file to read `usecase` from, so that column is empty here.
+        assert!(md.contains(
+            "| Secret list | medium | credential-access | T1552.007 | stateless |  | Metadata |"
+        ));
         assert!(md.contains("| Many execs | high | execution | T1609 | event_count |"));
         // Base rules are listed separately, not in the alerting catalog.
         assert!(md.contains("| `exec_base` | Exec into pod |"));
