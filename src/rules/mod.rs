@@ -17,6 +17,7 @@
 //! - [`lint`]: load problems plus rules that can never match.
 //! - [`examples`]: each rule's own positive/negative example events.
 
+pub mod catalog;
 pub(crate) mod compile;
 pub(crate) mod condition;
 pub mod correlation;
