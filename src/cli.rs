@@ -88,6 +88,10 @@ pub struct DemoArgs {
     /// Events per EventList request (the API server sends up to 400).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// Print alerts at or above this level (the story's low-level context alerts are
+    /// counted in the summary either way).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level, default_value = "medium")]
+    pub min_level: Level,
     /// Rule sources.
     #[command(flatten)]
     pub rules: RuleArgs,
@@ -447,7 +451,13 @@ fn cmd_serve(mut cfg: Config, args: ServeArgs) -> Result<i32> {
 }
 
 fn cmd_demo(mut cfg: Config, args: DemoArgs) -> Result<i32> {
-    stdout_override(&mut cfg, Some(args.format));
+    cfg.sinks = vec![crate::config::SinkConfig::Stdout {
+        format: args.format,
+        route: crate::config::RouteConfig {
+            min_level: Some(args.min_level),
+            ..Default::default()
+        },
+    }];
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
     let report =
@@ -469,6 +479,12 @@ fn cmd_demo(mut cfg: Config, args: DemoArgs) -> Result<i32> {
         alerts,
         by_level.trim_end_matches(',')
     );
+    if args.min_level > Level::Informational {
+        eprintln!(
+            "(alerts below {} are counted but not printed: --min-level low shows them)",
+            args.min_level
+        );
+    }
     eprintln!("next: `audithawk scan <your audit logs>` or `audithawk serve` (docs/webhook.md)");
     Ok(0)
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::engine::{Disposition, Engine};
@@ -63,24 +63,30 @@ pub enum SubmitError {
 /// The sending side of the pipeline; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PipelineHandle {
-    tx: mpsc::Sender<Batch>,
+    /// One queue per worker. A batch goes to the worker its cluster hashes to, so the events
+    /// of one cluster are evaluated in arrival order by one worker: correlation windows see
+    /// them in order (within the allowed lateness) however many workers run, and results
+    /// are the same as with one thread. Clusters spread over the workers.
+    tx: Arc<[mpsc::Sender<Batch>]>,
     metrics: Arc<Metrics>,
 }
 
 impl PipelineHandle {
     /// Queues `batch` if there is room, without waiting.
     pub fn try_submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        self.tx.try_send(batch).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(b) => SubmitError::Full(b),
-            mpsc::error::TrySendError::Closed(b) => SubmitError::Closed(b),
-        })?;
+        self.queue_for(&batch)
+            .try_send(batch)
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(b) => SubmitError::Full(b),
+                mpsc::error::TrySendError::Closed(b) => SubmitError::Closed(b),
+            })?;
         self.metrics.queue_depth.add(1);
         Ok(())
     }
 
     /// Queues `batch`, waiting for room.
     pub async fn submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        self.tx
+        self.queue_for(&batch)
             .send(batch)
             .await
             .map_err(|e| SubmitError::Closed(e.0))?;
@@ -95,12 +101,29 @@ impl PipelineHandle {
         metrics: Arc<Metrics>,
     ) -> (PipelineHandle, mpsc::Receiver<Batch>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (PipelineHandle { tx, metrics }, rx)
+        (
+            PipelineHandle {
+                tx: Arc::from(vec![tx]),
+                metrics,
+            },
+            rx,
+        )
     }
 
     /// Whether the queue has room for one more batch.
     pub fn has_room(&self) -> bool {
-        self.tx.capacity() > 0
+        self.tx.iter().all(|t| t.capacity() > 0)
+    }
+
+    /// The queue of the worker that owns the batch's cluster.
+    fn queue_for(&self, batch: &Batch) -> &mpsc::Sender<Batch> {
+        let cluster = batch
+            .events
+            .first()
+            .and_then(|e| e.cluster.as_deref())
+            .unwrap_or("");
+        let i = (xxhash_rust::xxh3::xxh3_64(cluster.as_bytes()) % self.tx.len() as u64) as usize;
+        &self.tx[i]
     }
 
     /// The shared metrics.
@@ -129,26 +152,27 @@ impl Pipeline {
         queue_capacity: usize,
         metrics: Arc<Metrics>,
     ) -> (Pipeline, PipelineHandle) {
-        let (tx, rx) = mpsc::channel::<Batch>(queue_capacity.max(1));
-        // One receiver shared by the workers: whichever is idle takes the next batch.
-        let rx = Arc::new(Mutex::new(rx));
+        let workers = workers.max(1);
+        // The capacity is shared out so that the total queued stays `queue_capacity`.
+        let per_worker = queue_capacity.div_ceil(workers).max(1);
         let router = Arc::new(router);
-        let workers = (0..workers.max(1))
-            .map(|_| {
-                let rx = rx.clone();
-                let engine: Arc<Engine> = engine.clone();
-                let router = router.clone();
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let next = rx.lock().await.recv().await;
-                        let Some(batch) = next else { break };
-                        metrics.queue_depth.add(-1);
-                        process_batch(&engine, &router, &metrics, batch).await;
-                    }
-                })
-            })
-            .collect();
+        let mut senders = Vec::with_capacity(workers);
+        let mut tasks = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, mut rx) = mpsc::channel::<Batch>(per_worker);
+            senders.push(tx);
+            let engine: Arc<Engine> = engine.clone();
+            let router = router.clone();
+            let metrics = metrics.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(batch) = rx.recv().await {
+                    metrics.queue_depth.add(-1);
+                    process_batch(&engine, &router, &metrics, batch).await;
+                }
+            }));
+        }
+        let workers = tasks;
+        let tx: Arc<[mpsc::Sender<Batch>]> = Arc::from(senders);
         let ticker = engine.correlator().cloned().map(|c| {
             let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
             let router = router.clone();

@@ -309,7 +309,9 @@ impl Default for StateSection {
             max_state_bytes: 512 << 20,
             max_audit_ids: 10,
             max_distinct_values: 1_000,
-            default_suppress: None,
+            // One alert per correlation group per 10 minutes (repeats are counted in the
+            // next alert): a secret sweep is one incident, not one alert per extra read.
+            default_suppress: Some(Dur(Duration::from_secs(600))),
             state_dir: None,
             snapshot_interval: Dur(Duration::from_secs(60)),
         }
