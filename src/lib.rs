@@ -33,6 +33,7 @@ pub mod engine;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
 pub mod rules;
 pub mod sinks;
 pub mod telemetry;
