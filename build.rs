@@ -44,6 +44,10 @@ fn main() {
     src.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
         .join("builtin_detections.rs");
+    // Rewrite only on change, so an unchanged tree does not force the library to recompile.
+    if std::fs::read_to_string(&out).is_ok_and(|old| old == src) {
+        return;
+    }
     if let Err(e) = std::fs::write(&out, src) {
         panic!("cannot write {}: {e}", out.display());
     }

@@ -38,6 +38,9 @@ pub enum AppError {
     /// The webhook server failed.
     #[error(transparent)]
     Webhook(#[from] crate::ingest::webhook::WebhookError),
+    /// The tailer failed.
+    #[error(transparent)]
+    Tail(#[from] crate::ingest::tail::TailError),
     /// Something else (I/O while reading the token file, the demo's HTTP client).
     #[error("{0}")]
     Other(String),
@@ -195,4 +198,33 @@ pub async fn finish(pipeline: Pipeline, cfg: &Config) {
             "Sinks did not flush within the shutdown timeout; some alerts may not have been delivered."
         );
     }
+}
+
+/// The tailer settings from the config.
+pub fn tail_config(cfg: &Config) -> crate::ingest::tail::TailConfig {
+    let mut t =
+        crate::ingest::tail::TailConfig::new(cfg.tail.paths.clone(), cfg.tail.checkpoint.clone());
+    t.from = match cfg.tail.from {
+        crate::config::StartAt::Beginning => crate::ingest::tail::StartAt::Beginning,
+        crate::config::StartAt::End => crate::ingest::tail::StartAt::End,
+    };
+    t.poll_interval = cfg.tail.poll_interval.0;
+    t.max_line_bytes = cfg.serve.max_event_bytes.max(1024);
+    t.cluster = cfg.cluster.clone();
+    t
+}
+
+/// `audithawk tail`: follows the configured files until `shutdown` resolves, then commits
+/// its checkpoint, drains and flushes.
+pub async fn tail(
+    cfg: &Config,
+    rules: RuleSet,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let (pipeline, handle) = start_pipeline(cfg, rules, &metrics)?;
+    let res = crate::ingest::tail::run(tail_config(cfg), handle, metrics.clone(), shutdown).await;
+    // Drain even when the tailer failed: what it handed over is still delivered.
+    finish(pipeline, cfg).await;
+    res.map_err(AppError::from)
 }

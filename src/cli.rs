@@ -63,6 +63,8 @@ pub struct RuleArgs {
 pub enum Command {
     /// Run the webhook backend receiver: POST /audit and /audit/{cluster}.
     Serve(ServeArgs),
+    /// Follow JSON-lines audit logs through rotation, resuming from a durable checkpoint.
+    Tail(TailArgs),
     /// Scan audit logs offline: files, directories (recursively, in time order), .gz, or `-` for stdin.
     Scan(ScanArgs),
     /// Manage rules: list, test, lint.
@@ -92,6 +94,29 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Cluster name for `POST /audit` (the path `/audit/{cluster}` overrides it).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Alerts to stdout in this format (replaces the configured sinks).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// `tail` arguments (they override the config file).
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Files or glob patterns to follow (added to `tail.paths`).
+    #[arg(value_name = "FILE|GLOB")]
+    pub paths: Vec<String>,
+    /// Checkpoint file (default /var/lib/audithawk/tail.checkpoint).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Where to start in a file without a checkpoint.
+    #[arg(long, value_enum)]
+    pub from: Option<crate::config::StartAt>,
+    /// Cluster name attached to events and alerts.
     #[arg(long)]
     pub cluster: Option<String>,
     /// Alerts to stdout in this format (replaces the configured sinks).
@@ -238,6 +263,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     init_logging(&cli, &cfg);
     match cli.command {
         Command::Serve(args) => cmd_serve(cfg, args),
+        Command::Tail(args) => cmd_tail(cfg, args),
         Command::Scan(args) => cmd_scan(&cfg, args),
         Command::Rules(cmd) => cmd_rules(&cfg, cmd),
         Command::Config(ConfigCommand::Default) => {
@@ -311,6 +337,48 @@ fn cmd_serve(mut cfg: Config, args: ServeArgs) -> Result<i32> {
         crate::app::shutdown_signal(),
     ))?;
     Ok(0)
+}
+
+fn cmd_tail(mut cfg: Config, args: TailArgs) -> Result<i32> {
+    cfg.tail.paths.extend(args.paths);
+    if let Some(c) = args.checkpoint {
+        cfg.tail.checkpoint = c;
+    }
+    if let Some(f) = args.from {
+        cfg.tail.from = f;
+    }
+    if args.cluster.is_some() {
+        cfg.cluster = args.cluster;
+    }
+    stdout_override(&mut cfg, args.format);
+    if cfg.tail.paths.is_empty() {
+        return Err(anyhow!(
+            "nothing to follow: give FILE|GLOB arguments or set `tail.paths`"
+        ));
+    }
+    validate_merged(&cfg)?;
+    let rules = load_rules(&load_options(&cfg, &args.rules))?;
+    let metrics = Arc::new(Metrics::new());
+    runtime()?.block_on(crate::app::tail(
+        &cfg,
+        rules,
+        metrics,
+        crate::app::shutdown_signal(),
+    ))?;
+    Ok(0)
+}
+
+/// Flags bypass the file's validation, so the merged settings are validated again.
+fn validate_merged(cfg: &Config) -> Result<()> {
+    let problems = cfg.validate();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems
+        .iter()
+        .map(|(k, m)| format!("`{k}`: {m}"))
+        .collect();
+    Err(anyhow!("invalid settings:\n  {}", list.join("\n  ")))
 }
 
 fn cmd_scan(cfg: &Config, args: ScanArgs) -> Result<i32> {

@@ -293,3 +293,156 @@ fn anchor_requirements_for_policy_checks() {
     let hp = set.rules()[1].requirements();
     assert_eq!(hp.body, audithawk::rules::BodyNeed::Request);
 }
+
+// ---- Fixture rules in tests/fixtures/rules: loading, lists, errors, lint. ----
+
+fn fixture(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rules")
+        .join(p)
+}
+
+fn load_dirs(
+    dirs: Vec<PathBuf>,
+    lists: Vec<PathBuf>,
+) -> Result<(RuleSet, Vec<audithawk::rules::RuleError>), Vec<audithawk::rules::RuleError>> {
+    RuleSet::load(&LoadOptions {
+        builtin: false,
+        dirs,
+        lists,
+        skip_broken: false,
+    })
+}
+
+#[test]
+fn fixture_rules_load_with_lists_correlations_and_examples() {
+    let (set, warnings) =
+        load_dirs(vec![fixture("good")], vec![]).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    assert_eq!(set.rules().len(), 3);
+    assert_eq!(set.correlations().len(), 1);
+    assert!(set.correlations()[0].file.ends_with("multi.yml"));
+    assert_eq!(
+        set.list("admins").map(|l| l.values.clone()),
+        Some(vec!["alice".to_string(), "ops-*".to_string()])
+    );
+    let exec = set.find("exec_non_admin").expect("rule by name");
+    assert_eq!(set.find("7d0c8f1e-1a2b-4c3d-8e9f-000000000001"), Some(exec));
+    // `stages:` replaced the default mask (Unknown kept for stage-less samples).
+    let st = set.rules()[exec].stages;
+    assert_eq!(st, 2 | 4 | 16);
+    let failures = audithawk::rules::examples::run(&set);
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(
+        set.rules()[exec].meta.source,
+        fixture("good/exec.yml").display().to_string()
+    );
+}
+
+#[test]
+fn user_list_extends_a_loaded_list() {
+    let (set, _) = load_dirs(vec![fixture("good")], vec![fixture("user_lists")]).unwrap();
+    assert_eq!(
+        set.list("admins").unwrap().values,
+        vec!["alice", "ops-*", "mallory"]
+    );
+    // mallory is now an admin: the exec rule's positive example no longer fires.
+    let failures = audithawk::rules::examples::run(&set);
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert_eq!(failures[0].kind, "positive");
+    assert!(failures[0].file.ends_with("exec.yml"));
+}
+
+#[test]
+fn broken_rules_report_file_line_and_id() {
+    let errs = load_dirs(vec![fixture("broken")], vec![]).unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    let find = |f: &str| {
+        errs.iter()
+            .find(|e| e.file.ends_with(f))
+            .unwrap_or_else(|| panic!("no error for {f}: {errs:#?}"))
+    };
+    let yaml = find("bad_yaml.yml");
+    assert!(yaml.message.starts_with("invalid YAML"), "{yaml}");
+    assert!(matches!(yaml.line, Some(6..=8)), "{yaml:?}");
+    let m = find("unknown_modifier.yml");
+    assert_eq!(m.line, Some(8), "{m:?}");
+    assert_eq!(
+        m.rule_id.as_deref(),
+        Some("7d0c8f1e-1a2b-4c3d-8e9f-0000000000b2")
+    );
+    assert!(
+        m.message.contains("selection `sel`") && m.message.contains("unknown modifier `containz`"),
+        "{m}"
+    );
+    let u = find("undefined_selection.yml");
+    let text = u.to_string();
+    assert!(
+        text.contains("undefined_selection.yml:8 (rule 7d0c8f1e-1a2b-4c3d-8e9f-0000000000b3)"),
+        "{text}"
+    );
+    assert!(text.contains("undefined selection `filter`"), "{text}");
+
+    // With skip_broken the good rules still load and the broken ones become warnings.
+    let (set, warnings) = RuleSet::load(&LoadOptions {
+        builtin: false,
+        dirs: vec![fixture("good"), fixture("broken")],
+        lists: vec![],
+        skip_broken: true,
+    })
+    .unwrap();
+    assert_eq!(set.rules().len(), 3);
+    assert_eq!(warnings.len(), 3);
+}
+
+#[test]
+fn lint_reports_suspect_rules() {
+    let r = lint(
+        &[fixture("lint"), fixture("broken/undefined_selection.yml")],
+        &LintOptions::default(),
+    );
+    assert_eq!(r.rules, 2);
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    assert!(r.errors[0].message.contains("undefined selection"));
+    let has = |needle: &str, line: Option<usize>| {
+        r.warnings
+            .iter()
+            .any(|w| w.message.contains(needle) && (line.is_none() || w.line == line))
+    };
+    for w in &r.warnings {
+        eprintln!("{w}");
+    }
+    assert!(has(
+        "field `Image` is not in the audit Event schema",
+        Some(8)
+    ));
+    assert!(has("selection `unused` is never used", Some(9)));
+    assert!(has("rule has no `tags`", None));
+    assert!(has("rule has no `title`", None));
+    assert!(has("rule has no `level`", None));
+    assert!(has(
+        "field `objectRef.namespac` is not part of `objectRef`",
+        Some(17)
+    ));
+    assert!(has("not kubernetes/audit", Some(22)));
+}
+
+#[test]
+fn builtin_detections_load_and_pass_their_examples() {
+    let (set, warnings) = RuleSet::load(&LoadOptions {
+        builtin: true,
+        ..LoadOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("built-in detections have errors: {e:#?}"));
+    eprintln!(
+        "{} embedded files, {} rules, {} correlations, {} lists, {} warnings",
+        audithawk::rules::builtin_files().len(),
+        set.rules().len(),
+        set.correlations().len(),
+        set.lists().len(),
+        warnings.len()
+    );
+    let failures = audithawk::rules::examples::run(&set);
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(set.rules().iter().all(|r| r.meta.source == "builtin"));
+}

@@ -6,6 +6,7 @@
 //! - [`tls`]: rustls server configuration from PEM files (optional client-CA verification).
 //! - [`reader`]: streaming record reader shared by scan and tail (format auto-detection).
 
+pub mod checkpoint;
 pub mod reader;
 pub mod scan;
 pub mod tail;

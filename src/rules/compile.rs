@@ -216,9 +216,14 @@ fn parse_mods(field: &str, mods: &[&str]) -> Result<Mods, String> {
         .iter()
         .filter(|b| **b)
         .count();
-    if kinds > 1 || (kinds == 1 && (positional > 0 || m.expand)) {
+    if kinds > 1 || (kinds == 1 && positional > 0) {
         return Err(format!(
-            "field `{field}`: `re`, `cidr`, `exists` and `gt`/`gte`/`lt`/`lte` cannot be combined with each other or with string modifiers"
+            "field `{field}`: `re`, `cidr`, `exists` and `gt`/`gte`/`lt`/`lte` cannot be combined with each other or with `contains`/`startswith`/`endswith`"
+        ));
+    }
+    if m.expand && (m.exists || m.cmp.is_some()) {
+        return Err(format!(
+            "field `{field}`: `expand` cannot be combined with `exists` or comparisons"
         ));
     }
     Ok(m)
@@ -380,29 +385,42 @@ pub(crate) fn compile_field(key: &str, value: &Value, lists: &Lists) -> Result<F
             built.push(Built::Atom(Atom::Cmp(op, n)));
             continue;
         }
-        if m.cidr {
+        // `cidr` and `re` values may come from lists too (`sourceIPs|expand|cidr`).
+        let texts = |what: &str| -> Result<Vec<String>, String> {
             let s = super::yaml::scalar_text(v)
-                .ok_or_else(|| format!("field `{field}`: `cidr` needs a network"))?;
-            let net = s
-                .parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("field `{field}`: `{s}` is not a valid CIDR network"))?;
-            built.push(Built::Atom(Atom::Cidr(net)));
+                .ok_or_else(|| format!("field `{field}`: `{what}` needs a string value"))?;
+            if m.expand {
+                lists::expand(&s, lists).map_err(|e| format!("field `{field}`: {e}"))
+            } else {
+                Ok(vec![s])
+            }
+        };
+        if m.cidr {
+            for s in texts("cidr")? {
+                let net = s
+                    .trim()
+                    .parse::<IpNet>()
+                    .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("field `{field}`: `{s}` is not a valid CIDR network"))?;
+                built.push(Built::Atom(Atom::Cidr(net)));
+            }
             continue;
         }
         if m.re {
-            let s = super::yaml::scalar_text(v)
-                .ok_or_else(|| format!("field `{field}`: `re` needs a pattern"))?;
-            let re = RegexBuilder::new(&s)
-                .case_insensitive(m.re_i)
-                .multi_line(m.re_m)
-                .dot_matches_new_line(m.re_s)
-                .build()
-                .map_err(|e| format!("field `{field}`: invalid regular expression `{s}`: {e}"))?;
-            built.push(Built::Atom(Atom::Str(StrAtom {
-                pat: StrPat::Regex(re),
-                cased: true,
-            })));
+            for s in texts("re")? {
+                let re = RegexBuilder::new(&s)
+                    .case_insensitive(m.re_i)
+                    .multi_line(m.re_m)
+                    .dot_matches_new_line(m.re_s)
+                    .build()
+                    .map_err(|e| {
+                        format!("field `{field}`: invalid regular expression `{s}`: {e}")
+                    })?;
+                built.push(Built::Atom(Atom::Str(StrAtom {
+                    pat: StrPat::Regex(re),
+                    cased: true,
+                })));
+            }
             continue;
         }
         let string_mods = m.contains || m.startswith || m.endswith || m.expand;
@@ -438,7 +456,10 @@ pub(crate) fn compile_field(key: &str, value: &Value, lists: &Lists) -> Result<F
             .map(|b| match b {
                 Built::Atom(a) => Ok(a),
                 Built::Needle(n, cased) => Ok(Atom::Str(StrAtom {
-                    pat: StrPat::Contains(build_ac(&[n], cased)?),
+                    pat: StrPat::Contains(
+                        build_ac(std::slice::from_ref(&n), cased)?,
+                        Box::new([n.into()]),
+                    ),
                     cased,
                 })),
             })
@@ -458,7 +479,10 @@ pub(crate) fn compile_field(key: &str, value: &Value, lists: &Lists) -> Result<F
     for (needles, cased) in [(ci, false), (cs, true)] {
         if !needles.is_empty() {
             atoms.push(Atom::Str(StrAtom {
-                pat: StrPat::Contains(build_ac(&needles, cased)?),
+                pat: StrPat::Contains(
+                    build_ac(&needles, cased)?,
+                    needles.iter().map(|n| n.as_str().into()).collect(),
+                ),
                 cased,
             }));
         }

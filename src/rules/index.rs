@@ -7,6 +7,35 @@
 //! through it is still evaluated in full, so it may only ever over-approximate.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FxHash (rustc's hasher): keys are short verb/resource names chosen by rule authors, not
+/// attacker-controlled map growth, so SipHash's DoS resistance buys nothing and costs a
+/// noticeable share of the per-event lookup.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Above this many (verb, resource) pairs a rule goes into verb buckets only, to keep the
 /// index small.
@@ -19,15 +48,15 @@ const KEY_BUF: usize = 96;
 #[derive(Debug, Default)]
 struct VerbEntry {
     only: Vec<u32>,
-    by_resource: HashMap<Box<str>, Vec<u32>>,
+    by_resource: FxMap<Box<str>, Vec<u32>>,
 }
 
 /// Rule indices bucketed by the verbs and resources they can match.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     always: Vec<u32>,
-    by_verb: HashMap<Box<str>, VerbEntry>,
-    by_resource: HashMap<Box<str>, Vec<u32>>,
+    by_verb: FxMap<Box<str>, VerbEntry>,
+    by_resource: FxMap<Box<str>, Vec<u32>>,
     /// Rules whose constraints are contradictory (empty sets): never evaluated.
     never: Vec<u32>,
     /// Longest key, so longer event values skip the lookup.

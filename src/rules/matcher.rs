@@ -69,8 +69,9 @@ pub(crate) enum StrPat {
     Prefix(Box<str>),
     /// `*value`
     Suffix(Box<str>),
-    /// `*value*`, or several of them merged into one automaton.
-    Contains(AhoCorasick),
+    /// `*value*`, or several of them merged into one automaton; the needles are kept for
+    /// the literal prefilter.
+    Contains(AhoCorasick, Box<[Box<str>]>),
     /// Anything else with wildcards.
     Glob(Box<[Tok]>),
     /// A regular expression (`|re`, or a case-insensitive non-ASCII pattern).
@@ -215,7 +216,7 @@ impl StrAtom {
             StrPat::Suffix(p) => {
                 b.len() >= p.len() && eq_ci(&b[b.len() - p.len()..], p.as_bytes(), self.cased)
             }
-            StrPat::Contains(ac) => ac.is_match(s),
+            StrPat::Contains(ac, _) => ac.is_match(s),
             StrPat::Glob(t) => glob(t, b, self.cased),
             StrPat::Regex(r) => r.is_match(s),
         }
@@ -227,7 +228,7 @@ fn parse_num(s: &str) -> Option<f64> {
 }
 
 /// Renders a non-string scalar as text (numbers as JSON writes them), calling `f` with it.
-fn with_text(v: Val<'_>, f: impl FnOnce(&str) -> bool) -> bool {
+pub(crate) fn with_text(v: Val<'_>, f: impl FnOnce(&str) -> bool) -> bool {
     let mut buf = StackBuf::new();
     match v {
         Val::Str(s) => return f(s),

@@ -11,6 +11,7 @@
 //! - [`condition`]: the condition language.
 //! - [`compile`]: one YAML document to a [`CompiledRule`].
 //! - [`index`]: (verb, resource) buckets.
+//! - [`prefilter`]: one Aho-Corasick scan per field for rules that need a literal.
 //! - [`lists`]: value lists for `expand`.
 //! - [`mapping`]: flat Sigma field names to Event paths.
 //! - [`lint`]: load problems plus rules that can never match.
@@ -19,11 +20,13 @@
 pub(crate) mod compile;
 pub(crate) mod condition;
 pub mod examples;
+pub mod falco;
 pub(crate) mod index;
 pub mod lint;
 pub mod lists;
 pub mod mapping;
 pub(crate) mod matcher;
+pub(crate) mod prefilter;
 pub(crate) mod yaml;
 
 use std::collections::{BTreeSet, HashMap};
@@ -199,6 +202,7 @@ impl CompiledRule {
 pub struct RuleSet {
     rules: Vec<CompiledRule>,
     index: index::Index,
+    prefilter: prefilter::Prefilter,
     correlations: Vec<RawCorrelation>,
     lists: Lists,
 }
@@ -408,10 +412,13 @@ impl RuleSet {
             let (v, res) = r.index_keys();
             index.add(i, v.as_ref(), res.as_ref());
         }
+        let prefilter =
+            prefilter::Prefilter::build(rules.iter().map(|r| prefilter::need(&r.det)).collect());
         Loaded {
             set: RuleSet {
                 rules,
                 index,
+                prefilter,
                 correlations,
                 lists: all_lists,
             },
@@ -427,9 +434,10 @@ impl RuleSet {
         let f = &ev.fields;
         let verb = f.verb.as_deref();
         let resource = f.object_ref.as_ref().and_then(|o| o.resource.as_deref());
+        let mut pf = prefilter::PfState::new();
         self.index.candidates(verb, resource, |i| {
             let r = &self.rules[i];
-            if r.stages & bit != 0 && r.det.matches(ev) {
+            if r.stages & bit != 0 && self.prefilter.pass(i, &mut pf, ev) && r.det.matches(ev) {
                 out.push(i);
             }
         });
@@ -483,6 +491,11 @@ impl RuleSet {
     /// Index bucket sizes: (always, verb only, resource only, verb+resource, never).
     pub fn index_stats(&self) -> (usize, usize, usize, usize, usize) {
         self.index.stats()
+    }
+
+    /// Number of rules guarded by the literal prefilter.
+    pub fn prefiltered_rules(&self) -> usize {
+        self.prefilter.rules_covered()
     }
 }
 

@@ -549,6 +549,24 @@ fn expand_from_lists_with_override() {
 }
 
 #[test]
+fn expand_feeds_cidr_and_re() {
+    let lists = [("lists/n.yml", "name: nets\nvalues: ['10.1.0.0/16', '192.0.2.1']\n---\nname: agents\nvalues: ['^kubectl/v1\\.3']\n")];
+    let t = rule("  sel:\n    sourceIPs|expand|cidr: '%nets%'\n  condition: sel");
+    let (s, _) = RuleSet::from_texts(&[("e.yml", &t)], &lists, false).unwrap();
+    assert!(fires(&s, POD));
+    assert!(fires(&s, r#"{"auditID":"a","sourceIPs":["192.0.2.1"]}"#));
+    assert!(!fires(&s, r#"{"auditID":"a","sourceIPs":["192.0.2.2"]}"#));
+    let t = rule("  sel:\n    userAgent|expand|re: '%agents%'\n  condition: sel");
+    let (s, _) = RuleSet::from_texts(&[("e.yml", &t)], &lists, false).unwrap();
+    assert!(fires(&s, POD));
+    // An empty list expands to nothing: the field can never match.
+    let lists = [("lists/n.yml", "name: nets\nvalues: []\n")];
+    let t = rule("  sel:\n    sourceIPs|expand|cidr: '%nets%'\n  condition: sel");
+    let (s, _) = RuleSet::from_texts(&[("e.yml", &t)], &lists, false).unwrap();
+    assert!(!fires(&s, POD));
+}
+
+#[test]
 fn requirements_follow_the_condition() {
     let s = set_of(
         "  sel:\n    verb: [create, update]\n    objectRef.resource: pods\n    objectRef.subresource: exec\n    objectRef.namespace: kube-system\n  other:\n    verb: delete\n    apiGroup: apps\n    requestObject.spec.x: y\n  condition: sel or other",
@@ -623,6 +641,13 @@ mod index_vs_brute_force {
         "  a:\n    stage: ResponseStarted\n    verb: watch\n  condition: a",
         "  a:\n    verb: get\n  b:\n    objectRef.resource: pods\n  condition: 1 of them",
         "  a:\n    verb: get\n  b:\n    objectRef.resource: [pods, secrets]\n  condition: all of them",
+        // Rules sharing `userAgent` exercise the literal prefilter (overlapping needles).
+        "  a:\n    userAgent|contains: ['curl', 'url/']\n  condition: a",
+        "  a:\n    userAgent|startswith: 'Python'\n  f:\n    verb: get\n  condition: a and not f",
+        "  a:\n    userAgent: '*kubectl*v1.?0*'\n  condition: a",
+        "  a:\n    userAgent|contains|all: ['kube', 'ctl']\n  condition: a",
+        "  a:\n    - userAgent|endswith: 'xx'\n    - userAgent|contains: 'curl'\n  condition: a",
+        "  a:\n    userAgent|contains|cased: 'URL/'\n  b:\n    verb: create\n  condition: a or b",
     ];
 
     fn set() -> RuleSet {
@@ -646,13 +671,16 @@ mod index_vs_brute_force {
             res in pick(&["pods", "secrets", "configmaps", "deployments", "PODS", "Secrets", "nodes"]),
             user in pick(&["admin", "system:kube", "bob", "ADMIN"]),
             stage in pick(&["ResponseComplete", "ResponseStarted", "RequestReceived", "Panic"]),
+            ua in pick(&["curl/8.0", "CURL/8", "kubectl/v1.30.0", "KUBECTL/V1.20", "python-requests/2", "Python/3", "kube-ctl", "xx", "cur", "url/", "cURL/"]),
         ) {
             let s = set();
+            prop_assert!(s.prefiltered_rules() >= 5);
             let mut ev = serde_json::json!({"auditID": "x"});
             if let Some(v) = verb { ev["verb"] = v.into(); }
             if let Some(r) = res { ev["objectRef"] = serde_json::json!({"resource": r}); }
             if let Some(u) = user { ev["user"] = serde_json::json!({"username": u}); }
             if let Some(st) = stage { ev["stage"] = st.into(); }
+            if let Some(u) = ua { ev["userAgent"] = u.into(); }
             let text = ev.to_string();
             let ev = AuditEvent::parse(&text).unwrap();
             let (mut a, mut b) = (Vec::new(), Vec::new());
