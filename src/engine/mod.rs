@@ -1,9 +1,24 @@
 //! The detection engine: de-duplication, stage filter, rule evaluation, alert building.
 //!
-//! No I/O here. The engine is shared by every worker (`&self` everywhere), so both cores
-//! can evaluate at once; the only shared mutable state is the de-duplication set.
+//! No I/O here, except the correlation state snapshot ([`correlate::Correlator::snapshot`]).
+//! The engine is shared by every worker (`&self` everywhere), so both cores can evaluate at
+//! once; the shared mutable state is the de-duplication set and the sharded correlation
+//! state.
+//!
+//! Stateful detection (docs/correlation.md, docs/tuning.md):
+//! - [`correlate`]: the [`correlate::Correlator`]: Sigma correlations and first-seen
+//!   baselines on event time, fed after stateless evaluation.
+//! - [`window`]: per-group window state, sized by what each condition needs.
+//! - [`baseline`]: first-seen tuples (`new_terms`).
+//! - [`state`]: configuration, per-cluster clocks, shards and the snapshot format.
+//! - [`suppress`]: exceptions and re-alert suppression.
 
+pub mod baseline;
+pub mod correlate;
 pub mod dedup;
+pub mod state;
+pub mod suppress;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -33,6 +48,8 @@ pub struct Engine {
     dedup: Dedup,
     stage_mask: u8,
     metrics: Arc<Metrics>,
+    /// Stateful correlations, baselines, exceptions and re-alert suppression (optional).
+    correlator: Option<Arc<correlate::Correlator>>,
 }
 
 impl Engine {
@@ -44,7 +61,21 @@ impl Engine {
             dedup: Dedup::new(dedup_capacity),
             stage_mask,
             metrics,
+            correlator: None,
         }
+    }
+
+    /// Adds the stateful engine: matching events are fed to `c` after stateless
+    /// evaluation, and base rules' own alerts pass its `generate`, exception and
+    /// re-alert checks.
+    pub fn with_correlator(mut self, c: Arc<correlate::Correlator>) -> Engine {
+        self.correlator = Some(c);
+        self
+    }
+
+    /// The stateful engine, if any (for ticks, flush and snapshots).
+    pub fn correlator(&self) -> Option<&Arc<correlate::Correlator>> {
+        self.correlator.as_ref()
     }
 
     /// The rule set.
@@ -76,14 +107,25 @@ impl Engine {
         }
         let mut hits = Vec::new();
         self.rules.evaluate(ev, &mut hits);
-        for idx in hits {
+        hits.retain(|&idx| self.rules.rules()[idx].stages & stage.bit() != 0);
+        for &idx in &hits {
             let rule = &self.rules.rules()[idx];
-            if rule.stages & stage.bit() == 0 {
-                continue;
+            if let Some(c) = &self.correlator {
+                if c.suppressed_generate(idx) {
+                    continue;
+                }
             }
-            let alert = Alert::new(&rule.meta, ev, now);
+            let mut alert = Alert::new(&rule.meta, ev, now);
+            if let Some(c) = &self.correlator {
+                if !c.admit_base(idx, ev, &mut alert) {
+                    continue;
+                }
+            }
             self.metrics.alert(&rule.meta.id, rule.meta.level);
             out.push(alert);
+        }
+        if let Some(c) = &self.correlator {
+            c.observe(&hits, ev, out);
         }
         Disposition::Evaluated
     }
