@@ -560,6 +560,39 @@ mod tests {
         }
     }
 
+    /// Guards against a component adding a metric family that OTLP would silently miss:
+    /// every `"audithawk_*"` literal in the sources must be in [`FAMILIES`].
+    #[test]
+    fn every_family_named_in_the_sources_is_listed() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        assert!(files.len() > 10, "sources not found");
+        let re = regex::Regex::new(r#""(audithawk_[a-z_]+)""#).expect("regex");
+        let mut missing = std::collections::BTreeSet::new();
+        for f in files.iter().filter(|f| !f.ends_with("telemetry/otel.rs")) {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            for c in re.captures_iter(&text) {
+                if !FAMILIES.contains(&&c[1]) {
+                    missing.insert(format!("{} ({})", &c[1], f.display()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "add to FAMILIES: {missing:?}");
+    }
+
     #[test]
     fn config_is_validated() {
         for (ep, needle) in [
