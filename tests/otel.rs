@@ -254,10 +254,10 @@ async fn sampled_spans_arrive_with_their_parent_and_unsampled_do_not() {
             Arc::new(otel::init(config(&url, ratio), Arc::new(Metrics::new())).expect("init"));
         let subscriber = tracing_subscriber::registry().with(guard.tracing_layer());
         tracing::subscriber::with_default(subscriber, || {
-            let req = tracing::info_span!("webhook.request", events = 3);
+            let req = tracing::info_span!(otel::SPAN_WEBHOOK_REQUEST, events = 3);
             let _e = req.enter();
-            tracing::info_span!("engine.process").in_scope(|| {});
-            tracing::info_span!("sink.send", sink = "stdout").in_scope(|| {});
+            tracing::info_span!(otel::SPAN_ENGINE_BATCH).in_scope(|| {});
+            tracing::info_span!(otel::SPAN_SINK_SEND, sink = "stdout").in_scope(|| {});
         });
         flush(&guard).await.expect("flush");
         let spans: Vec<_> = drain(&mut rx)
@@ -281,7 +281,7 @@ async fn sampled_spans_arrive_with_their_parent_and_unsampled_do_not() {
                 .unwrap_or_else(|| panic!("no span {n}"))
         };
         let root = find("webhook.request");
-        for child in ["engine.process", "sink.send"] {
+        for child in ["engine.batch", "sink.send"] {
             let c = find(child);
             assert_eq!(c.trace_id, root.trace_id, "{child} in another trace");
             assert_eq!(c.parent_span_id, root.span_id, "{child} parent");

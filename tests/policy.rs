@@ -167,3 +167,28 @@ fn no_shipped_policy_logs_secret_bodies() {
         }
     }
 }
+
+#[test]
+fn run_check_exit_status_follows_fail_on_blind() {
+    let rules = builtin();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let minimal = policy::run_check(&dir.join("minimal.yaml"), &rules, false, true).expect("check");
+    assert_eq!(minimal.exit_code, 1);
+    assert!(minimal.output.contains("FAIL: "), "{}", minimal.output);
+    assert!(minimal.output.contains("Binding to cluster-admin created"));
+    // Without the flag the same report exits 0.
+    let lax = policy::run_check(&dir.join("minimal.yaml"), &rules, false, false).expect("check");
+    assert_eq!(lax.exit_code, 0);
+    assert!(!lax.output.contains("FAIL: "));
+    let balanced =
+        policy::run_check(&dir.join("balanced.yaml"), &rules, true, true).expect("check");
+    assert_eq!(balanced.exit_code, 0);
+    let v: serde_json::Value = serde_json::from_str(&balanced.output).expect("json output");
+    assert_eq!(
+        v["rules"].as_array().map(Vec::len),
+        Some(rules.rules().len())
+    );
+    // A missing file is an error naming it.
+    let e = policy::run_check(&dir.join("nope.yaml"), &rules, false, true).expect_err("missing");
+    assert!(e.to_string().contains("nope.yaml"), "{e}");
+}

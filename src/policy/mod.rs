@@ -26,6 +26,9 @@ mod tests;
 
 use std::path::Path;
 
+use crate::model::Level;
+use crate::rules::RuleSet;
+
 pub use check::{check, BlindSpot, CheckReport, Gap, RuleCoverage, Verdict};
 pub use eval::{Decision, Request, Target};
 pub use schema::{parse, AuditLevel, GroupResources, Policy, PolicyRule};
@@ -70,4 +73,58 @@ pub fn load(path: impl AsRef<Path>) -> Result<Policy, PolicyError> {
         source,
     })?;
     parse(&text, &file)
+}
+
+/// What `audithawk policy check` prints and its exit status.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// The rendered report (text or JSON), ending in a newline.
+    pub output: String,
+    /// 0, or 1 when `fail_on_blind` is set and a high or critical rule is blind.
+    pub exit_code: i32,
+    /// The report itself.
+    pub report: CheckReport,
+}
+
+/// The whole `policy check` command minus argument parsing: load the policy at `path`,
+/// check it against `rules`, render as JSON (`json`) or text, and decide the exit status.
+/// With `fail_on_blind`, a blind rule at level high or above makes the exit status 1 and
+/// the text output ends with the list of those rules.
+pub fn run_check(
+    path: &Path,
+    rules: &RuleSet,
+    json: bool,
+    fail_on_blind: bool,
+) -> Result<CheckOutcome, PolicyError> {
+    let policy = load(path)?;
+    let report = check(&policy, rules);
+    let blind: Vec<&RuleCoverage> = report.blind_at_or_above(Level::High);
+    let failed = fail_on_blind && !blind.is_empty();
+    let mut output = if json {
+        let mut j = report.render_json();
+        j.push('\n');
+        j
+    } else {
+        report.render_text()
+    };
+    if failed && !json {
+        output.push_str(&format!(
+            "\nFAIL: {} high/critical rule(s) blind under {}:\n",
+            blind.len(),
+            path.display()
+        ));
+        for r in &blind {
+            output.push_str(&format!(
+                "  [{}] {} ({})\n",
+                r.level.as_str(),
+                r.title,
+                r.id
+            ));
+        }
+    }
+    Ok(CheckOutcome {
+        output,
+        exit_code: i32::from(failed),
+        report,
+    })
 }

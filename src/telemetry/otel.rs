@@ -84,6 +84,16 @@ pub const FAMILIES: &[&str] = &[
     "audithawk_suppressed_total",
 ];
 
+/// Span names of the traced path, for the components that open them (and dashboards):
+/// the webhook handler opens [`SPAN_WEBHOOK_REQUEST`] per POST; the batch carries that span
+/// through the queue so the engine worker's [`SPAN_ENGINE_BATCH`] and the sink driver's
+/// [`SPAN_SINK_SEND`] are its children (`info_span!(parent: &batch.span, ...)`).
+pub const SPAN_WEBHOOK_REQUEST: &str = "webhook.request";
+/// Engine evaluation of one queued batch.
+pub const SPAN_ENGINE_BATCH: &str = "engine.batch";
+/// One delivery attempt of one sink batch.
+pub const SPAN_SINK_SEND: &str = "sink.send";
+
 /// What [`init`] needs.
 #[derive(Debug, Clone)]
 pub struct OtelConfig {
