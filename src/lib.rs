@@ -30,6 +30,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod generate;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;

@@ -192,3 +192,113 @@ fn run_check_exit_status_follows_fail_on_blind() {
     let e = policy::run_check(&dir.join("nope.yaml"), &rules, false, true).expect_err("missing");
     assert!(e.to_string().contains("nope.yaml"), "{e}");
 }
+
+/// Volume of each shipped policy, measured on the traffic generator's stream. The generator
+/// logs every request (RequestReceived included, bodies on writes), so applying a policy to
+/// its output shows what the policy keeps. Bodies the generator never writes (read responses)
+/// are not added for forensic.yaml, so forensic's bytes are a lower bound.
+/// `AUDITHAWK_VOLUME_EVENTS=1000000 cargo test --release --test policy volume -- --nocapture`
+/// prints the table quoted in docs/policies.md.
+#[test]
+fn volume_on_generated_traffic_orders_minimal_balanced_forensic() {
+    use audithawk::generate::{generate, GenConfig, Limit};
+    use audithawk::model::Stage;
+    use audithawk::policy::{Request, Target};
+
+    let n: u64 = std::env::var("AUDITHAWK_VOLUME_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let cfg = GenConfig {
+        limit: Limit::Events(n),
+        ..GenConfig::default()
+    };
+    let mut log = Vec::new();
+    let stats = generate(&cfg, &mut log).expect("generate");
+    let text = String::from_utf8(log).expect("utf8");
+    let policies: Vec<(&str, policy::Policy)> = ["minimal.yaml", "balanced.yaml", "forensic.yaml"]
+        .into_iter()
+        .map(|f| (f, check(f).0))
+        .collect();
+    // (events kept, bytes kept) per policy.
+    let mut kept = vec![(0u64, 0u64); policies.len()];
+    let (mut total_events, mut total_bytes) = (0u64, 0u64);
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        total_events += 1;
+        total_bytes += line.len() as u64 + 1;
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(|x| x.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let target = match v.pointer("/objectRef/resource").and_then(|x| x.as_str()) {
+            Some(r) => Target::Resource {
+                api_group: s("/objectRef/apiGroup"),
+                resource: r.to_string(),
+                subresource: s("/objectRef/subresource"),
+                namespace: s("/objectRef/namespace"),
+                name: s("/objectRef/name"),
+            },
+            None => Target::NonResource {
+                path: s("/requestURI").split('?').next().unwrap_or("").to_string(),
+            },
+        };
+        let req = Request {
+            user: s("/user/username"),
+            groups: v
+                .pointer("/user/groups")
+                .and_then(|g| g.as_array())
+                .map(|g| {
+                    g.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            verb: s("/verb"),
+            target,
+        };
+        let stage = Stage::from_name(&s("/stage"));
+        let body_len = |k: &str| {
+            v.get(k)
+                .map_or(0, |b| b.to_string().len() as u64 + k.len() as u64 + 4)
+        };
+        for (i, (_, p)) in policies.iter().enumerate() {
+            let d = p.evaluate(&req);
+            if d.level == AuditLevel::None || d.omit_stages & stage.bit() != 0 {
+                continue;
+            }
+            let mut bytes = line.len() as u64 + 1;
+            if d.level < AuditLevel::Request {
+                bytes = bytes.saturating_sub(body_len("requestObject"));
+            }
+            if d.level < AuditLevel::RequestResponse {
+                bytes = bytes.saturating_sub(body_len("responseObject"));
+            }
+            kept[i].0 += 1;
+            kept[i].1 += bytes;
+        }
+    }
+    assert_eq!(total_events, stats.events);
+    println!(
+        "generated: {total_events} events, {:.1} MiB ({} RequestReceived)",
+        total_bytes as f64 / 1048576.0,
+        stats.request_received
+    );
+    for ((name, _), (e, b)) in policies.iter().zip(&kept) {
+        println!(
+            "{name:<14} {:>5.1}% of events, {:>5.1}% of bytes, {:>6.0} B/event",
+            100.0 * *e as f64 / total_events as f64,
+            100.0 * *b as f64 / total_bytes as f64,
+            *b as f64 / (*e).max(1) as f64
+        );
+    }
+    let (min, bal, fore) = (kept[0], kept[1], kept[2]);
+    assert!(min.0 < bal.0 && bal.0 < fore.0, "events: {kept:?}");
+    assert!(min.1 < bal.1 && bal.1 <= fore.1, "bytes: {kept:?}");
+    // Every shipped policy drops RequestReceived: none keeps more than the other stages.
+    assert!(fore.0 <= total_events - stats.request_received, "{kept:?}");
+}
