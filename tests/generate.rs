@@ -712,3 +712,28 @@ fn request_received_of_a_create_has_no_object_name_yet() {
         }
     }
 }
+
+/// Tiny and large clusters with every scenario: no index out of range, valid output.
+#[test]
+fn extreme_cluster_sizes_with_every_scenario() {
+    for (nodes, namespaces, workloads) in [(1, 1, 1), (1_500, 40, 300)] {
+        let cfg = GenConfig {
+            limit: Limit::Events(3_000),
+            nodes,
+            namespaces,
+            workloads,
+            scenarios: Scenario::ALL
+                .iter()
+                .map(|&scenario| Injection { scenario, at: None })
+                .collect(),
+            ..GenConfig::default()
+        };
+        let text = gen(&cfg);
+        let events = decode_all(&text);
+        for e in &events {
+            for ip in &e.fields.source_ips {
+                assert!(ip.parse::<std::net::IpAddr>().is_ok(), "bad IP {ip}");
+            }
+        }
+    }
+}

@@ -470,7 +470,7 @@ fn pod_rollout(sim: &mut Sim, a: &Actors, t: i64) {
         name: new_name.clone(),
         uid: uuid(&mut sim.rng),
         node: n,
-        ip: format!("10.244.{n}.{}", 100 + sim.rng.u8(..150)),
+        ip: super::cluster::pod_ip(n, 100 + sim.rng.usize(..150)),
     };
     let rv = sim.next_rv();
     let w = &sim.cluster.workloads[wi];

@@ -40,6 +40,12 @@ pub(crate) fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
     &items[rng.usize(..items.len())]
 }
 
+/// The address of pod number `k` on node `node`: a /24 per node from 10.244.0.0/14 (the
+/// usual cluster CIDR), so even thousands of nodes give valid addresses.
+pub(crate) fn pod_ip(node: usize, k: usize) -> String {
+    format!("10.{}.{}.{}", 244 + (node / 256) % 4, node % 256, k % 256)
+}
+
 /// A worker node.
 #[derive(Debug)]
 pub(crate) struct Node {
@@ -279,7 +285,7 @@ impl Cluster {
                         name: pname,
                         uid: uuid(rng),
                         node,
-                        ip: format!("10.244.{node}.{}", 2 + pod_seq[node] % 250),
+                        ip: pod_ip(node, 2 + pod_seq[node] % 250),
                     }
                 })
                 .collect();

@@ -631,7 +631,9 @@ fn permission_probe(sim: &mut Sim, c: &Cast, t0: i64) {
         let tt = step(sim, &mut t, 3 * SEC);
         let pns = if *pns == "ns" { ns.as_str() } else { pns };
         let name = match (*res, *sub) {
-            ("pods", "exec") => sim.cluster.workloads[sim.cluster.first_app + 1].pods[0]
+            ("pods", "exec") => sim.cluster.workloads
+                [(sim.cluster.first_app + 1).min(sim.cluster.workloads.len() - 1)]
+            .pods[0]
                 .name
                 .clone(),
             ("secrets", "") if *verb == "get" => "aws-load-balancer-webhook-tls".to_string(),

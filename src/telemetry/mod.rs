@@ -6,6 +6,7 @@
 //! source, reason, rule id, level, sink, cluster, never user or namespace.
 
 pub mod logging;
+pub mod otel;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
