@@ -77,6 +77,9 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Audit policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 /// `demo` arguments.
@@ -211,6 +214,25 @@ pub enum RulesCommand {
     },
 }
 
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Report, for every loaded detection, whether an audit Policy lets it see what it needs.
+    Check {
+        /// The audit.k8s.io/v1 Policy file.
+        policy: PathBuf,
+        /// Exit with status 1 when a high or critical detection is blind (for CI).
+        #[arg(long)]
+        fail_on_blind: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Rule sources.
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+}
+
 /// `config` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -246,6 +268,39 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
         Some(p) => Config::load(p).map_err(|e| anyhow!("{e}")),
         None => Ok(Config::default()),
     }
+}
+
+/// Logging settings resolved from flags and config.
+struct LogSettings {
+    json: bool,
+    level: String,
+}
+
+/// Runs a long-running command inside the runtime, with OTLP export when configured:
+/// the exporter needs the runtime, and logging needs the exporter's span layer.
+fn run_long<F, Fut>(cfg: &Config, metrics: Arc<Metrics>, log: &LogSettings, f: F) -> Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::app::AppError>>,
+{
+    let rt = runtime()?;
+    rt.block_on(async {
+        let guard = match &cfg.telemetry.otlp {
+            Some(o) => {
+                let g = crate::telemetry::otel::init(o.to_otel(), metrics)
+                    .map_err(|e| anyhow!("telemetry.otlp: {e}"))?;
+                logging::init_with_otel(log.json, &log.level, Some(&g));
+                Some(g)
+            }
+            None => None,
+        };
+        let res = f().await;
+        if let Some(g) = guard {
+            // Export what is left (blocking call; the export runs on this runtime).
+            let _ = tokio::task::spawn_blocking(move || g.shutdown()).await;
+        }
+        res.map_err(anyhow::Error::from)
+    })
 }
 
 fn init_logging(cli: &Cli, cfg: &Config) {
@@ -365,7 +420,19 @@ fn dispatch(cli: Cli) -> Result<i32> {
     if matches!(cli.command, Command::Demo(_)) && cli.log_level.is_none() {
         logging::init(false, "error");
     }
-    init_logging(&cli, &cfg);
+    // `serve` and `tail` install logging themselves, inside their runtime, so that the
+    // OpenTelemetry span exporter can join the subscriber.
+    let long_running = matches!(cli.command, Command::Serve(_) | Command::Tail(_));
+    if !long_running || cfg.telemetry.otlp.is_none() {
+        init_logging(&cli, &cfg);
+    }
+    let log = LogSettings {
+        json: cli.log_format.unwrap_or(cfg.logging.format) == LogFormat::Json,
+        level: cli
+            .log_level
+            .clone()
+            .unwrap_or_else(|| cfg.logging.level.clone()),
+    };
     match cli.command {
         Command::Demo(args) => cmd_demo(cfg, args),
         Command::Generate(args) => {
@@ -373,10 +440,23 @@ fn dispatch(cli: Cli) -> Result<i32> {
             tracing::info!(?stats, "Generated.");
             Ok(0)
         }
-        Command::Serve(args) => cmd_serve(cfg, args),
-        Command::Tail(args) => cmd_tail(cfg, args),
+        Command::Serve(args) => cmd_serve(cfg, args, &log),
+        Command::Tail(args) => cmd_tail(cfg, args, &log),
         Command::Scan(args) => cmd_scan(&cfg, args),
         Command::Rules(cmd) => cmd_rules(&cfg, cmd),
+        Command::Policy(PolicyCommand::Check {
+            policy,
+            fail_on_blind,
+            format,
+            rules,
+        }) => {
+            let set = load_rules(&load_options(&cfg, &rules))?;
+            let out =
+                crate::policy::run_check(&policy, &set, format == Format::Json, fail_on_blind)
+                    .map_err(|e| anyhow!("{e}"))?;
+            print!("{}", out.output);
+            Ok(out.exit_code)
+        }
         Command::Config(ConfigCommand::Default) => {
             print!("{}", crate::config::DEFAULT_YAML);
             Ok(0)
@@ -411,7 +491,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn cmd_serve(mut cfg: Config, args: ServeArgs) -> Result<i32> {
+fn cmd_serve(mut cfg: Config, args: ServeArgs, log: &LogSettings) -> Result<i32> {
     if let Some(l) = args.listen {
         cfg.serve.listen = l;
     }
@@ -441,12 +521,9 @@ fn cmd_serve(mut cfg: Config, args: ServeArgs) -> Result<i32> {
     }
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
-    runtime()?.block_on(crate::app::serve(
-        &cfg,
-        engine,
-        metrics,
-        crate::app::shutdown_signal(),
-    ))?;
+    run_long(&cfg, metrics.clone(), log, || {
+        crate::app::serve(&cfg, engine, metrics, crate::app::shutdown_signal())
+    })?;
     Ok(0)
 }
 
@@ -489,7 +566,7 @@ fn cmd_demo(mut cfg: Config, args: DemoArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn cmd_tail(mut cfg: Config, args: TailArgs) -> Result<i32> {
+fn cmd_tail(mut cfg: Config, args: TailArgs, log: &LogSettings) -> Result<i32> {
     cfg.tail.paths.extend(args.paths);
     if let Some(c) = args.checkpoint {
         cfg.tail.checkpoint = c;
@@ -509,12 +586,9 @@ fn cmd_tail(mut cfg: Config, args: TailArgs) -> Result<i32> {
     validate_merged(&cfg)?;
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
-    runtime()?.block_on(crate::app::tail(
-        &cfg,
-        engine,
-        metrics,
-        crate::app::shutdown_signal(),
-    ))?;
+    run_long(&cfg, metrics.clone(), log, || {
+        crate::app::tail(&cfg, engine, metrics, crate::app::shutdown_signal())
+    })?;
     Ok(0)
 }
 
@@ -579,21 +653,28 @@ fn cmd_rules(cfg: &Config, cmd: RulesCommand) -> Result<i32> {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{:<38} {:<13} {:<22} {:<12} TITLE",
-                "ID", "LEVEL", "TACTIC", "TECHNIQUE"
+                "{:<38} {:<13} {:<24} {:<12} {:<16} {:<15} TITLE",
+                "ID", "LEVEL", "TACTIC", "TECHNIQUE", "STATE", "AUDIT LEVEL"
             )?;
-            for r in set.rules() {
-                let m = &r.meta;
+            let entries = crate::rules::catalog::catalog(&set);
+            for e in &entries {
                 writeln!(
                     out,
-                    "{:<38} {:<13} {:<22} {:<12} {}",
-                    m.id,
-                    m.level.as_str(),
-                    m.tactics().first().map(String::as_str).unwrap_or("-"),
-                    m.techniques().first().map(String::as_str).unwrap_or("-"),
-                    m.title
+                    "{:<38} {:<13} {:<24} {:<12} {:<16} {:<15} {}",
+                    e.id,
+                    e.level.as_str(),
+                    if e.tactic.is_empty() { "-" } else { &e.tactic },
+                    if e.technique.is_empty() {
+                        "-"
+                    } else {
+                        &e.technique
+                    },
+                    e.state_type.as_str(),
+                    e.audit_level,
+                    e.title
                 )?;
             }
+            writeln!(out, "{} detections", entries.len())?;
             Ok(0)
         }
         RulesCommand::ImportFalco { files, out } => {

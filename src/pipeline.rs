@@ -51,6 +51,30 @@ pub struct Batch {
     pub done: Option<oneshot::Sender<()>>,
 }
 
+/// Where a handle sends batches.
+#[derive(Debug, Clone)]
+enum Queues {
+    /// The workers' queues, one per worker.
+    Workers(Arc<[mpsc::Sender<Traced>]>),
+    /// One queue whose receiver the caller holds ([`PipelineHandle::detached`]).
+    Detached(mpsc::Sender<Batch>),
+}
+
+/// A batch and the span it was submitted under (the webhook request's), so that the
+/// engine's span is its child in traces.
+type Traced = (Batch, tracing::Span);
+
+/// The worker that owns the batch's cluster: a batch goes to the worker its cluster hashes
+/// to, so one cluster's events are evaluated in order.
+fn queue_index(workers: usize, batch: &Batch) -> usize {
+    let cluster = batch
+        .events
+        .first()
+        .and_then(|e| e.cluster.as_deref())
+        .unwrap_or("");
+    (xxhash_rust::xxh3::xxh3_64(cluster.as_bytes()) % workers as u64) as usize
+}
+
 /// Why a batch was not queued.
 #[derive(Debug)]
 pub enum SubmitError {
@@ -67,29 +91,39 @@ pub struct PipelineHandle {
     /// of one cluster are evaluated in arrival order by one worker: correlation windows see
     /// them in order (within the allowed lateness) however many workers run, and results
     /// are the same as with one thread. Clusters spread over the workers.
-    tx: Arc<[mpsc::Sender<Batch>]>,
+    tx: Queues,
     metrics: Arc<Metrics>,
 }
 
 impl PipelineHandle {
     /// Queues `batch` if there is room, without waiting.
     pub fn try_submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        self.queue_for(&batch)
-            .try_send(batch)
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(b) => SubmitError::Full(b),
-                mpsc::error::TrySendError::Closed(b) => SubmitError::Closed(b),
-            })?;
+        use mpsc::error::TrySendError;
+        match &self.tx {
+            Queues::Workers(qs) => qs[queue_index(qs.len(), &batch)]
+                .try_send((batch, tracing::Span::current()))
+                .map_err(|e| match e {
+                    TrySendError::Full((b, _)) => SubmitError::Full(b),
+                    TrySendError::Closed((b, _)) => SubmitError::Closed(b),
+                })?,
+            Queues::Detached(q) => q.try_send(batch).map_err(|e| match e {
+                TrySendError::Full(b) => SubmitError::Full(b),
+                TrySendError::Closed(b) => SubmitError::Closed(b),
+            })?,
+        }
         self.metrics.queue_depth.add(1);
         Ok(())
     }
 
     /// Queues `batch`, waiting for room.
     pub async fn submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        self.queue_for(&batch)
-            .send(batch)
-            .await
-            .map_err(|e| SubmitError::Closed(e.0))?;
+        match &self.tx {
+            Queues::Workers(qs) => qs[queue_index(qs.len(), &batch)]
+                .send((batch, tracing::Span::current()))
+                .await
+                .map_err(|e| SubmitError::Closed(e.0 .0))?,
+            Queues::Detached(q) => q.send(batch).await.map_err(|e| SubmitError::Closed(e.0))?,
+        }
         self.metrics.queue_depth.add(1);
         Ok(())
     }
@@ -103,27 +137,19 @@ impl PipelineHandle {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             PipelineHandle {
-                tx: Arc::from(vec![tx]),
+                tx: Queues::Detached(tx),
                 metrics,
             },
             rx,
         )
     }
 
-    /// Whether the queue has room for one more batch.
+    /// Whether every queue has room for one more batch.
     pub fn has_room(&self) -> bool {
-        self.tx.iter().all(|t| t.capacity() > 0)
-    }
-
-    /// The queue of the worker that owns the batch's cluster.
-    fn queue_for(&self, batch: &Batch) -> &mpsc::Sender<Batch> {
-        let cluster = batch
-            .events
-            .first()
-            .and_then(|e| e.cluster.as_deref())
-            .unwrap_or("");
-        let i = (xxhash_rust::xxh3::xxh3_64(cluster.as_bytes()) % self.tx.len() as u64) as usize;
-        &self.tx[i]
+        match &self.tx {
+            Queues::Workers(qs) => qs.iter().all(|t| t.capacity() > 0),
+            Queues::Detached(q) => q.capacity() > 0,
+        }
     }
 
     /// The shared metrics.
@@ -159,20 +185,29 @@ impl Pipeline {
         let mut senders = Vec::with_capacity(workers);
         let mut tasks = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (tx, mut rx) = mpsc::channel::<Batch>(per_worker);
+            let (tx, mut rx) = mpsc::channel::<Traced>(per_worker);
             senders.push(tx);
             let engine: Arc<Engine> = engine.clone();
             let router = router.clone();
             let metrics = metrics.clone();
             tasks.push(tokio::spawn(async move {
-                while let Some(batch) = rx.recv().await {
+                while let Some((batch, parent)) = rx.recv().await {
                     metrics.queue_depth.add(-1);
-                    process_batch(&engine, &router, &metrics, batch).await;
+                    let span = tracing::info_span!(
+                        parent: &parent,
+                        crate::telemetry::otel::SPAN_ENGINE_BATCH,
+                        events = batch.events.len()
+                    );
+                    tracing::Instrument::instrument(
+                        process_batch(&engine, &router, &metrics, batch),
+                        span,
+                    )
+                    .await;
                 }
             }));
         }
         let workers = tasks;
-        let tx: Arc<[mpsc::Sender<Batch>]> = Arc::from(senders);
+        let tx = Queues::Workers(Arc::from(senders));
         let ticker = engine.correlator().cloned().map(|c| {
             let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
             let router = router.clone();

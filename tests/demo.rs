@@ -29,13 +29,15 @@ fn key(v: &serde_json::Value) -> String {
 async fn demo_alerts_match_golden_and_scan() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("alerts.jsonl");
-    let mut cfg = Config::default();
-    cfg.sinks = vec![SinkConfig::File {
-        path: out.clone(),
-        max_bytes: 0,
-        keep: 1,
-        route: RouteConfig::default(),
-    }];
+    let cfg = Config {
+        sinks: vec![SinkConfig::File {
+            path: out.clone(),
+            max_bytes: 0,
+            keep: 1,
+            route: RouteConfig::default(),
+        }],
+        ..Config::default()
+    };
     let metrics = Arc::new(Metrics::new());
     let engine =
         Arc::new(build_engine(&cfg, &RuleArgs::default(), &metrics).expect("built-in rules load"));
@@ -61,8 +63,10 @@ async fn demo_alerts_match_golden_and_scan() {
     let story = dir.path().join("story.jsonl");
     std::fs::write(&story, app::DEMO_STORY).unwrap();
     let scan_metrics = Arc::new(Metrics::new());
-    let mut scan_cfg = Config::default();
-    scan_cfg.cluster = Some("demo".into());
+    let scan_cfg = Config {
+        cluster: Some("demo".into()),
+        ..Config::default()
+    };
     let engine = build_engine(&scan_cfg, &RuleArgs::default(), &scan_metrics).unwrap();
     let opts = ScanOptions {
         paths: vec![story],

@@ -318,6 +318,60 @@ impl Default for StateSection {
     }
 }
 
+/// OpenTelemetry export.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TelemetrySection {
+    /// OTLP/HTTP export of metrics and sampled traces; off when null.
+    pub otlp: Option<OtlpSection>,
+}
+
+/// OTLP/HTTP exporter settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSection {
+    /// Collector base URL (`http://collector:4318`); `/v1/metrics` and `/v1/traces` are appended.
+    pub endpoint: String,
+    /// Metric export interval.
+    #[serde(default = "default_otlp_interval")]
+    pub interval: Dur,
+    /// `service.name`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Fraction of webhook requests traced (0 disables traces).
+    #[serde(default = "default_sample_ratio")]
+    pub trace_sample_ratio: f64,
+    /// Export request timeout.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_otlp_interval() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_service_name() -> String {
+    "audithawk".into()
+}
+fn default_sample_ratio() -> f64 {
+    0.01
+}
+fn default_otlp_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+impl OtlpSection {
+    /// The exporter's settings.
+    pub fn to_otel(&self) -> crate::telemetry::otel::OtelConfig {
+        crate::telemetry::otel::OtelConfig {
+            endpoint: self.endpoint.clone(),
+            interval: self.interval.0,
+            service_name: self.service_name.clone(),
+            trace_sample_ratio: self.trace_sample_ratio,
+            timeout: self.timeout.0,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
@@ -367,6 +421,8 @@ pub struct Config {
     pub state: StateSection,
     /// Global exceptions and re-alert intervals (docs/tuning.md).
     pub tuning: Option<serde_yaml_ng::Value>,
+    /// OpenTelemetry export.
+    pub telemetry: TelemetrySection,
     /// Logging.
     pub logging: LoggingConfig,
     /// Shutdown deadline.
@@ -387,6 +443,7 @@ impl Default for Config {
             }],
             state: StateSection::default(),
             tuning: None,
+            telemetry: TelemetrySection::default(),
             logging: LoggingConfig::default(),
             shutdown_timeout: Dur(Duration::from_secs(30)),
         }
@@ -653,6 +710,23 @@ impl Config {
                 "state",
                 "`max_groups_per_rule` and `max_state_bytes` must be greater than zero".into(),
             );
+        }
+        if let Some(o) = &self.telemetry.otlp {
+            if !o.endpoint.starts_with("http://") {
+                bad(
+                    "telemetry.otlp.endpoint",
+                    format!(
+                        "{:?} must be an http:// URL of a collector next to audithawk",
+                        o.endpoint
+                    ),
+                );
+            }
+            if !(0.0..=1.0).contains(&o.trace_sample_ratio) {
+                bad(
+                    "telemetry.otlp.trace_sample_ratio",
+                    "must be between 0 and 1".into(),
+                );
+            }
         }
         if self.sinks.is_empty() {
             bad(

@@ -55,6 +55,7 @@ pub const FAMILIES: &[&str] = &[
     "audithawk_stage_skipped_total",
     "audithawk_alerts_total",
     "audithawk_queue_depth",
+    "audithawk_state_save_errors_total",
     "audithawk_http_requests_total",
     "audithawk_webhook_accept_errors_total",
     "audithawk_webhook_backpressure_total",

@@ -65,7 +65,13 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
         Route::Audit(cluster) => (
             "audit",
             if req.method() == Method::POST {
-                audit(shared, req, cluster).await
+                // One span per POST (exported when OTLP tracing is on; sampled): the batch
+                // carries it into the engine worker as the parent of `engine.batch`.
+                let span = tracing::info_span!(
+                    crate::telemetry::otel::SPAN_WEBHOOK_REQUEST,
+                    cluster = cluster.unwrap_or("")
+                );
+                tracing::Instrument::instrument(audit(shared, req, cluster), span).await
             } else {
                 method_not_allowed("POST")
             },
