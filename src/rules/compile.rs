@@ -130,6 +130,12 @@ pub(crate) fn eq_values(t: &FieldTest, which: &Accessor) -> Option<BTreeSet<Stri
                 pat: StrPat::EqSet(set),
                 ..
             }) => out.extend(set.values().map(str::to_ascii_lowercase)),
+            // The status code is an integer: integral numbers key by their text.
+            Atom::Num(n)
+                if *which == Accessor::ResponseCode && n.fract() == 0.0 && n.abs() < 1e15 =>
+            {
+                out.insert(format!("{}", *n as i64));
+            }
             _ => return None,
         }
     }
