@@ -235,9 +235,10 @@ fn bench(c: &mut Criterion) {
     });
     if let Some(real) = load_real() {
         eprintln!(
-            "real rule set: {} rules, index buckets {:?}, prefiltered {}",
+            "real rule set: {} rules, index buckets {:?}, secondary {}, prefiltered {}",
             real.rules().len(),
             real.index_stats(),
+            real.secondary_indexed(),
             real.prefiltered_rules()
         );
         g.bench_function("real_rules_evaluate_only", |b| {
