@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use audithawk::model::AuditEvent;
-use audithawk::rules::RuleSet;
+use audithawk::rules::{LoadOptions, RuleSet};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
 const RESOURCES: &[&str] = &[
@@ -86,6 +86,25 @@ fn generated_rules(n: usize) -> Vec<String> {
         ));
     }
     out
+}
+
+/// The real rule set: the embedded `detections/` (or `BENCH_RULES_DIR`, a detections tree
+/// whose `lists/` directory is picked up too), when there is one.
+fn load_real() -> Option<RuleSet> {
+    let opts = match std::env::var_os("BENCH_RULES_DIR") {
+        Some(d) => LoadOptions {
+            dirs: vec![PathBuf::from(d)],
+            skip_broken: true,
+            ..LoadOptions::default()
+        },
+        None => LoadOptions {
+            builtin: true,
+            skip_broken: true,
+            ..LoadOptions::default()
+        },
+    };
+    let (set, _) = RuleSet::load(&opts).ok()?;
+    (!set.rules().is_empty()).then_some(set)
 }
 
 fn load() -> RuleSet {
@@ -214,6 +233,35 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    if let Some(real) = load_real() {
+        eprintln!(
+            "real rule set: {} rules, index buckets {:?}, secondary {}, prefiltered {}",
+            real.rules().len(),
+            real.index_stats(),
+            real.secondary_indexed(),
+            real.prefiltered_rules()
+        );
+        g.bench_function("real_rules_evaluate_only", |b| {
+            b.iter(|| {
+                for ev in &parsed {
+                    out.clear();
+                    real.evaluate(ev, &mut out);
+                    black_box(&out);
+                }
+            })
+        });
+        g.bench_function("real_rules_parse_and_evaluate", |b| {
+            b.iter(|| {
+                for e in &evs {
+                    if let Ok(ev) = AuditEvent::parse(e) {
+                        out.clear();
+                        real.evaluate(&ev, &mut out);
+                        black_box(&out);
+                    }
+                }
+            })
+        });
+    }
     g.finish();
 }
 

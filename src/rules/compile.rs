@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 use regex::RegexBuilder;
 use serde_yaml_ng::Value;
@@ -13,7 +12,9 @@ use serde_yaml_ng::Value;
 use super::condition::{self, Cond};
 use super::lists::{self, Lists};
 use super::mapping;
-use super::matcher::{tokenize, Atom, CmpOp, FieldTest, StrAtom, StrPat, TestKind, Tok};
+use super::matcher::{
+    tokenize, Atom, CmpOp, EqSet, FieldTest, Finder, StrAtom, StrPat, TestKind, Tok,
+};
 use super::yaml::{get_str, Chunk};
 use super::{default_stages, CompiledRule, Examples, RawCorrelation, RuleError};
 use crate::model::fields::Accessor;
@@ -117,15 +118,28 @@ pub(crate) fn eq_values(t: &FieldTest, which: &Accessor) -> Option<BTreeSet<Stri
     let TestKind::Any { atoms, null: false } = &t.kind else {
         return None;
     };
-    atoms
-        .iter()
-        .map(|a| match a {
+    let mut out = BTreeSet::new();
+    for a in atoms.iter() {
+        match a {
             Atom::Str(StrAtom {
                 pat: StrPat::Eq(s), ..
-            }) => Some(s.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect()
+            }) => {
+                out.insert(s.to_ascii_lowercase());
+            }
+            Atom::Str(StrAtom {
+                pat: StrPat::EqSet(set),
+                ..
+            }) => out.extend(set.values().map(str::to_ascii_lowercase)),
+            // The status code is an integer: integral numbers key by their text.
+            Atom::Num(n)
+                if *which == Accessor::ResponseCode && n.fract() == 0.0 && n.abs() < 1e15 =>
+            {
+                out.insert(format!("{}", *n as i64));
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// What a compiled document turned out to be.
@@ -316,11 +330,11 @@ fn str_atom(s: &str, m: &Mods) -> Result<Built, String> {
     Ok(Built::Atom(Atom::Str(StrAtom { pat, cased })))
 }
 
-fn build_ac(needles: &[String], cased: bool) -> Result<AhoCorasick, String> {
-    AhoCorasick::builder()
-        .ascii_case_insensitive(!cased)
-        .build(needles)
-        .map_err(|e| e.to_string())
+/// From this many equality values on, a field test uses a hash set.
+const EQSET_MIN: usize = 6;
+
+fn build_ac(needles: &[String], cased: bool) -> Result<Finder, String> {
+    Finder::new(needles, cased, false)
 }
 
 fn num_of(v: &Value) -> Option<f64> {
@@ -485,6 +499,27 @@ pub(crate) fn compile_field(key: &str, value: &Value, lists: &Lists) -> Result<F
                 ),
                 cased,
             }));
+        }
+    }
+    // Many whole values (typically an expanded list) become one hash lookup.
+    for cased in [false, true] {
+        let is_eq = |a: &Atom| matches!(a, Atom::Str(StrAtom { pat: StrPat::Eq(_), cased: c }) if *c == cased);
+        if atoms.iter().filter(|a| is_eq(a)).count() >= EQSET_MIN {
+            let (eqs, rest): (Vec<Atom>, Vec<Atom>) = atoms.into_iter().partition(|a| is_eq(a));
+            let texts = eqs.iter().filter_map(|a| match a {
+                Atom::Str(StrAtom {
+                    pat: StrPat::Eq(s), ..
+                }) => Some(&**s),
+                _ => None,
+            });
+            atoms = rest;
+            match EqSet::new(texts) {
+                Some(set) => atoms.push(Atom::Str(StrAtom {
+                    pat: StrPat::EqSet(set),
+                    cased,
+                })),
+                None => atoms.extend(eqs),
+            }
         }
     }
     if atoms.is_empty() && null {
@@ -898,6 +933,39 @@ pub(crate) fn compile_doc(ctx: &DocCtx<'_>, doc: Value, lists: &Lists) -> Outcom
     }))
 }
 
+/// Rough relative cost of a field test, to evaluate cheap tests of a group first (AND has no
+/// side effects, so the order is free). Typed fields are a pointer read; annotations and
+/// `user.extra` parse a small JSON object on first use; bodies parse a large one; unknown
+/// paths walk the raw event.
+fn test_cost(t: &FieldTest) -> u32 {
+    let path: u32 = t
+        .paths
+        .iter()
+        .map(|p| match p.accessor {
+            Accessor::Annotation(_) => 20,
+            Accessor::User(crate::model::fields::UserField::Extra(_))
+            | Accessor::ImpersonatedUser(crate::model::fields::UserField::Extra(_)) => 20,
+            Accessor::RequestObject(_) | Accessor::ResponseObject(_) => 40,
+            Accessor::Raw(_) => 60,
+            _ => 1,
+        })
+        .sum();
+    let atom = |a: &Atom| match a {
+        Atom::Str(StrAtom { pat, .. }) => match pat {
+            StrPat::Contains(..) | StrPat::Glob(_) => 4,
+            StrPat::Regex(_) => 8,
+            _ => 1,
+        },
+        Atom::Cidr(_) => 2,
+        _ => 1,
+    };
+    let kind: u32 = match &t.kind {
+        TestKind::Null | TestKind::Exists(_) => 1,
+        TestKind::Any { atoms, .. } | TestKind::All(atoms) => atoms.iter().map(atom).sum(),
+    };
+    path * 4 + kind
+}
+
 /// Compiles a selection: a map (AND) or a list of maps (OR). Errors carry the offending key.
 fn compile_selection(
     name: &str,
@@ -914,6 +982,7 @@ fn compile_selection(
         if out.is_empty() {
             return Err((None, "selection is empty".into()));
         }
+        out.sort_by_key(test_cost);
         Ok(out)
     };
     match v {

@@ -9,6 +9,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::matcher::with_text;
+use crate::model::{Document, FieldPath};
+
 /// FxHash (rustc's hasher): keys are short verb/resource names chosen by rule authors, not
 /// attacker-controlled map growth, so SipHash's DoS resistance buys nothing and costs a
 /// noticeable share of the per-event lookup.
@@ -51,10 +54,38 @@ struct VerbEntry {
     by_resource: FxMap<Box<str>, Vec<u32>>,
 }
 
+/// A secondary bucket set for rules that pin neither verb nor resource but do pin a
+/// single-valued field (the authorization decision, the user, the stage, the status code).
+#[derive(Debug)]
+struct Secondary {
+    path: FieldPath,
+    map: FxMap<Box<str>, Vec<u32>>,
+}
+
+/// Single-valued fields usable as secondary keys, most useful first. Single-valued matters:
+/// an event then hits at most one bucket per field, so no rule is visited twice.
+pub(crate) fn secondary_fields() -> Vec<FieldPath> {
+    [
+        "annotations.authorization.k8s.io/decision",
+        "responseStatus.code",
+        "stage",
+        "user.username",
+        "impersonatedUser.username",
+        "objectRef.apiGroup",
+        "objectRef.namespace",
+        "objectRef.subresource",
+        "userAgent",
+    ]
+    .iter()
+    .map(|p| FieldPath::parse(p))
+    .collect()
+}
+
 /// Rule indices bucketed by the verbs and resources they can match.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     always: Vec<u32>,
+    secondary: Vec<Secondary>,
     by_verb: FxMap<Box<str>, VerbEntry>,
     by_resource: FxMap<Box<str>, Vec<u32>>,
     /// Rules whose constraints are contradictory (empty sets): never evaluated.
@@ -129,11 +160,61 @@ impl Index {
         }
     }
 
+    /// Adds rule `i`, which pins neither verb nor resource, under a secondary field's values
+    /// (lower-cased). Returns `false` when the set is unusable (the caller then uses `add`).
+    pub fn add_secondary(&mut self, i: usize, path: &FieldPath, values: &BTreeSet<String>) -> bool {
+        if values.is_empty() || values.iter().any(|v| v.len() > KEY_BUF) {
+            return false;
+        }
+        let pos = match self.secondary.iter().position(|s| &s.path == path) {
+            Some(p) => p,
+            None => {
+                self.secondary.push(Secondary {
+                    path: path.clone(),
+                    map: FxMap::default(),
+                });
+                self.secondary.len() - 1
+            }
+        };
+        for v in values {
+            self.max_key = self.max_key.max(v.len());
+            self.secondary[pos]
+                .map
+                .entry(v.as_str().into())
+                .or_default()
+                .push(i as u32);
+        }
+        true
+    }
+
     /// Calls `f` with every candidate rule for an event with this verb and resource.
     #[inline]
-    pub fn candidates(&self, verb: Option<&str>, resource: Option<&str>, mut f: impl FnMut(usize)) {
+    pub fn candidates(
+        &self,
+        verb: Option<&str>,
+        resource: Option<&str>,
+        doc: &dyn Document,
+        mut f: impl FnMut(usize),
+    ) {
         for &i in &self.always {
             f(i as usize);
+        }
+        for sec in &self.secondary {
+            // Single-valued: look at the first value only.
+            doc.visit(&sec.path, &mut |v| {
+                with_text(v, |s| {
+                    let mut buf = [0u8; KEY_BUF];
+                    if let Some(k) = lower(s, &mut buf, self.max_key) {
+                        if let Some(list) = sec.map.get(k) {
+                            for &i in list {
+                                f(i as usize);
+                            }
+                        }
+                    }
+                    true
+                });
+                true
+            });
         }
         let mut rbuf = [0u8; KEY_BUF];
         let res = resource.and_then(|r| lower(r, &mut rbuf, self.max_key));
@@ -159,6 +240,15 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// Rules in secondary buckets.
+    pub fn secondary_count(&self) -> usize {
+        self.secondary
+            .iter()
+            .flat_map(|s| s.map.values().flatten().copied())
+            .collect::<BTreeSet<u32>>()
+            .len()
     }
 
     /// Counts of rules per bucket kind: (always, verb only, resource only, pairs, never),

@@ -9,10 +9,14 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
+
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 use regex::Regex;
 
+use super::index::FxHasher;
 use crate::model::{Document, FieldPath, Val};
 
 /// One token of a Sigma string value.
@@ -58,6 +62,133 @@ pub(crate) fn tokenize(s: &str) -> Vec<Tok> {
     out
 }
 
+/// Haystacks up to this length are lower-cased into a stack buffer for case-insensitive
+/// search; longer ones use the slower case-folding automaton.
+const LOWER_BUF: usize = 512;
+
+/// Multi-needle substring search. Case-insensitive search lower-cases the haystack into a
+/// stack buffer and runs a case-sensitive automaton over lower-cased needles: that keeps
+/// Aho-Corasick's SIMD prefilter, which an ASCII-case-folding automaton largely loses.
+#[derive(Debug, Clone)]
+pub(crate) struct Finder {
+    /// Over the needles as given (cased) or lower-cased (case-insensitive).
+    ac: AhoCorasick,
+    /// Case-folding automaton for case-insensitive haystacks longer than [`LOWER_BUF`].
+    fold: Option<AhoCorasick>,
+}
+
+impl Finder {
+    /// Builds a finder; `cased == false` folds ASCII case.
+    pub fn new<S: AsRef<str>>(needles: &[S], cased: bool, dfa: bool) -> Result<Finder, String> {
+        let kind = dfa.then_some(aho_corasick::AhoCorasickKind::DFA);
+        let build = |pats: Vec<String>, fold: bool| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(fold)
+                .kind(kind)
+                .build(pats)
+                .map_err(|e| e.to_string())
+        };
+        if cased {
+            let pats = needles.iter().map(|n| n.as_ref().to_string()).collect();
+            return Ok(Finder {
+                ac: build(pats, false)?,
+                fold: None,
+            });
+        }
+        let pats: Vec<String> = needles
+            .iter()
+            .map(|n| n.as_ref().to_ascii_lowercase())
+            .collect();
+        Ok(Finder {
+            ac: build(pats.clone(), false)?,
+            fold: Some(build(pats, true)?),
+        })
+    }
+
+    /// Runs `f` over the haystack as the automaton must see it.
+    #[inline]
+    fn with_hay<R>(&self, s: &str, f: impl FnOnce(&AhoCorasick, &[u8]) -> R) -> R {
+        let b = s.as_bytes();
+        match &self.fold {
+            None => f(&self.ac, b),
+            Some(fold) if b.len() > LOWER_BUF => f(fold, b),
+            Some(_) => {
+                let mut buf = [0u8; LOWER_BUF];
+                let low = &mut buf[..b.len()];
+                low.copy_from_slice(b);
+                low.make_ascii_lowercase();
+                f(&self.ac, low)
+            }
+        }
+    }
+
+    /// Whether any needle occurs in `s`.
+    #[inline]
+    pub fn is_match(&self, s: &str) -> bool {
+        self.with_hay(s, |ac, h| ac.is_match(h))
+    }
+
+    /// Calls `f` with the pattern id of every (overlapping) occurrence. Needs a finder built
+    /// with the standard match kind, which [`Finder::new`] uses.
+    pub fn for_each_overlapping(&self, s: &str, mut f: impl FnMut(usize)) {
+        self.with_hay(s, |ac, h| {
+            if !ac.is_match(h) {
+                return;
+            }
+            for m in ac.find_overlapping_iter(h) {
+                f(m.pattern().as_usize());
+            }
+        })
+    }
+}
+
+/// Longest value an [`EqSet`] holds; case-insensitive lookups lower-case the event value
+/// into a stack buffer of this size.
+pub(crate) const EQSET_MAX: usize = 256;
+
+/// A set of whole values (lower-cased unless case-sensitive).
+#[derive(Debug, Clone)]
+pub(crate) struct EqSet {
+    set: HashSet<Box<[u8]>, BuildHasherDefault<FxHasher>>,
+    max_len: usize,
+}
+
+impl EqSet {
+    /// Builds a set; `None` when a value is too long for the lookup buffer.
+    pub fn new<'s>(values: impl Iterator<Item = &'s str>) -> Option<EqSet> {
+        let mut set: HashSet<Box<[u8]>, BuildHasherDefault<FxHasher>> = HashSet::default();
+        let mut max_len = 0;
+        for v in values {
+            if v.len() > EQSET_MAX {
+                return None;
+            }
+            max_len = max_len.max(v.len());
+            set.insert(v.as_bytes().into());
+        }
+        Some(EqSet { set, max_len })
+    }
+
+    /// The values, as text.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.set.iter().filter_map(|b| std::str::from_utf8(b).ok())
+    }
+
+    #[inline]
+    fn contains(&self, b: &[u8], cased: bool) -> bool {
+        if b.len() > self.max_len {
+            return false;
+        }
+        if cased {
+            return self.set.contains(b);
+        }
+        let mut buf = [0u8; EQSET_MAX];
+        let low = &mut buf[..b.len()];
+        low.copy_from_slice(b);
+        low.make_ascii_lowercase();
+        self.set.contains(&*low)
+    }
+}
+
 /// A string pattern, classified into the cheapest test that implements it.
 #[derive(Debug, Clone)]
 pub(crate) enum StrPat {
@@ -65,13 +196,15 @@ pub(crate) enum StrPat {
     Any,
     /// Whole-value equality.
     Eq(Box<str>),
+    /// Whole-value equality against many values (an expanded list): one hash lookup.
+    EqSet(EqSet),
     /// `value*`
     Prefix(Box<str>),
     /// `*value`
     Suffix(Box<str>),
     /// `*value*`, or several of them merged into one automaton; the needles are kept for
     /// the literal prefilter.
-    Contains(AhoCorasick, Box<[Box<str>]>),
+    Contains(Finder, Box<[Box<str>]>),
     /// Anything else with wildcards.
     Glob(Box<[Tok]>),
     /// A regular expression (`|re`, or a case-insensitive non-ASCII pattern).
@@ -210,13 +343,14 @@ impl StrAtom {
         match &self.pat {
             StrPat::Any => true,
             StrPat::Eq(p) => b.len() == p.len() && eq_ci(b, p.as_bytes(), self.cased),
+            StrPat::EqSet(set) => set.contains(b, self.cased),
             StrPat::Prefix(p) => {
                 b.len() >= p.len() && eq_ci(&b[..p.len()], p.as_bytes(), self.cased)
             }
             StrPat::Suffix(p) => {
                 b.len() >= p.len() && eq_ci(&b[b.len() - p.len()..], p.as_bytes(), self.cased)
             }
-            StrPat::Contains(ac, _) => ac.is_match(s),
+            StrPat::Contains(f, _) => f.is_match(s),
             StrPat::Glob(t) => glob(t, b, self.cased),
             StrPat::Regex(r) => r.is_match(s),
         }

@@ -410,8 +410,22 @@ impl RuleSet {
             }
         }
         let mut index = index::Index::default();
+        let secondary = index::secondary_fields();
         for (i, r) in rules.iter().enumerate() {
             let (v, res) = r.index_keys();
+            if v.is_none() && res.is_none() {
+                // Neither verb nor resource: try the narrowest secondary key.
+                let best = secondary
+                    .iter()
+                    .filter_map(|p| r.eq_set(&p.accessor).map(|s| (p, s)))
+                    .filter(|(_, s)| !s.is_empty() && s.len() <= 32)
+                    .min_by_key(|(_, s)| s.len());
+                if let Some((p, set)) = best {
+                    if index.add_secondary(i, p, &set) {
+                        continue;
+                    }
+                }
+            }
             index.add(i, v.as_ref(), res.as_ref());
         }
         let prefilter =
@@ -437,7 +451,7 @@ impl RuleSet {
         let verb = f.verb.as_deref();
         let resource = f.object_ref.as_ref().and_then(|o| o.resource.as_deref());
         let mut pf = prefilter::PfState::new();
-        self.index.candidates(verb, resource, |i| {
+        self.index.candidates(verb, resource, ev, |i| {
             let r = &self.rules[i];
             if r.stages & bit != 0 && self.prefilter.pass(i, &mut pf, ev) && r.det.matches(ev) {
                 out.push(i);
@@ -488,6 +502,11 @@ impl RuleSet {
     /// Stage mask of all rules (so the engine can drop events no rule wants early).
     pub fn stage_mask(&self) -> u8 {
         self.rules.iter().fold(0, |m, r| m | r.stages)
+    }
+
+    /// Rules indexed by a secondary single-valued field (decision, user, stage, code, ...).
+    pub fn secondary_indexed(&self) -> usize {
+        self.index.secondary_count()
     }
 
     /// Index bucket sizes: (always, verb only, resource only, verb+resource, never).

@@ -9,11 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use aho_corasick::AhoCorasick;
-
 use super::compile::Detection;
 use super::condition::Cond;
-use super::matcher::{with_text, Atom, FieldTest, StrAtom, StrPat, TestKind, Tok};
+use super::matcher::{with_text, Atom, FieldTest, Finder, StrAtom, StrPat, TestKind, Tok};
 use crate::model::fields::{Accessor, RefField};
 use crate::model::{Document, FieldPath};
 
@@ -61,11 +59,18 @@ fn atom_needles(a: &Atom) -> Option<Vec<String>> {
     let Atom::Str(StrAtom { pat, .. }) = a else {
         return None;
     };
+    // Only substring searches are worth a shared scan: an equality or prefix test is a
+    // single comparison, cheaper than any scan, and `/api`-style prefixes occur in nearly
+    // every value anyway.
     let v = match pat {
-        StrPat::Eq(s) | StrPat::Prefix(s) | StrPat::Suffix(s) => vec![s.to_ascii_lowercase()],
         StrPat::Contains(_, ns) => ns.iter().map(|n| n.to_ascii_lowercase()).collect(),
         StrPat::Glob(t) => vec![longest_lit(t)],
-        StrPat::Any | StrPat::Regex(_) => return None,
+        StrPat::Eq(_)
+        | StrPat::EqSet(_)
+        | StrPat::Prefix(_)
+        | StrPat::Suffix(_)
+        | StrPat::Any
+        | StrPat::Regex(_) => return None,
     };
     (!v.iter().any(String::is_empty)).then_some(v)
 }
@@ -144,7 +149,7 @@ pub(crate) fn need(det: &Detection) -> Option<Need> {
 #[derive(Debug)]
 struct PfField {
     path: FieldPath,
-    ac: AhoCorasick,
+    ac: Finder,
     /// Pattern id -> slots of the rules needing it.
     pat_slots: Vec<Vec<u16>>,
 }
@@ -206,11 +211,7 @@ impl Prefilter {
                 }
             }
             let (names, slots): (Vec<&str>, Vec<Vec<u16>>) = pats.into_iter().unzip();
-            let Ok(ac) = AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&names)
-            else {
+            let Ok(ac) = Finder::new(&names, false, true) else {
                 // Too large an automaton: these rules just run unfiltered.
                 continue;
             };
@@ -241,16 +242,13 @@ impl Prefilter {
             let bits = &mut st.bits[fi];
             doc.visit(&field.path, &mut |v| {
                 with_text(v, |s| {
-                    // Most values contain no needle: the non-overlapping test uses the
-                    // automaton's fast prefilter, the overlapping scan only runs on a hit.
-                    if !field.ac.is_match(s) {
-                        return false;
-                    }
-                    for m in field.ac.find_overlapping_iter(s) {
-                        for &sl in &field.pat_slots[m.pattern().as_usize()] {
+                    // Most values contain no needle: the finder runs its fast non-overlapping
+                    // test first and the overlapping scan only on a hit.
+                    field.ac.for_each_overlapping(s, |p| {
+                        for &sl in &field.pat_slots[p] {
                             bits[sl as usize / 64] |= 1 << (sl % 64);
                         }
-                    }
+                    });
                     false
                 });
                 false

@@ -129,6 +129,28 @@ fn contains_startswith_endswith() {
 }
 
 #[test]
+fn large_value_lists_use_a_set() {
+    let s = set_of("  sel:\n    user.username: [a, b, c, d, e, ALICE, 42]\n  condition: sel");
+    assert!(fires(&s, POD));
+    assert!(fires(&s, r#"{"auditID":"a","user":{"username":"A"}}"#));
+    assert!(!fires(&s, r#"{"auditID":"a","user":{"username":"alic"}}"#));
+    assert!(!fires(
+        &s,
+        r#"{"auditID":"a","user":{"username":"alicealicealice"}}"#
+    ));
+    // A number value in a string field, and a number field against string values.
+    assert!(fires(&s, r#"{"auditID":"a","user":{"username":"42"}}"#));
+    let s = set_of("  sel:\n    responseStatus.code: ['401', '403', '404', '409', '422', '201']\n  condition: sel");
+    assert!(fires(&s, POD));
+    let s = set_of("  sel:\n    user.username|cased: [a, b, c, d, e, alice]\n  condition: sel");
+    assert!(!fires(&s, POD));
+    let s = set_of("  sel:\n    user.username|cased: [a, b, c, d, e, Alice]\n  condition: sel");
+    assert!(fires(&s, POD));
+    let s = set_of("  sel:\n    verb: [get, list, watch, patch, update, delete]\n  condition: sel");
+    assert_eq!(s.rules()[0].requirements().verbs.map(|v| v.len()), Some(6));
+}
+
+#[test]
 fn cased_modifier() {
     assert!(!fires(
         &set_of("  sel:\n    user.username|cased: alice\n  condition: sel"),
@@ -602,7 +624,9 @@ fn index_buckets() {
     ];
     let texts: Vec<(&str, &str)> = rules.iter().map(|r| ("i.yml", r.as_str())).collect();
     let (s, _) = RuleSet::from_texts(&texts, &[], false).unwrap();
-    assert_eq!(s.index_stats(), (2, 1, 1, 1, 1));
+    // r4 (userAgent only) goes to a secondary bucket; r6 (`not`) is unconstrained.
+    assert_eq!(s.index_stats(), (1, 1, 1, 1, 1));
+    assert_eq!(s.secondary_indexed(), 1);
 }
 
 #[test]
@@ -641,6 +665,15 @@ mod index_vs_brute_force {
         "  a:\n    stage: ResponseStarted\n    verb: watch\n  condition: a",
         "  a:\n    verb: get\n  b:\n    objectRef.resource: pods\n  condition: 1 of them",
         "  a:\n    verb: get\n  b:\n    objectRef.resource: [pods, secrets]\n  condition: all of them",
+        // Secondary keys: decision, status code, user, stage.
+        "  a:\n    annotations.authorization.k8s.io/decision: forbid\n  condition: a",
+        "  a:\n    responseStatus.code: [401, '403']\n  f:\n    user.username: admin\n  condition: a and not f",
+        "  a:\n    user.username: [ADMIN, bob]\n    annotations.authorization.k8s.io/decision: [allow, forbid]\n  condition: a",
+        "  a:\n    stage: ResponseStarted\n  condition: a",
+        "  a:\n    annotations.authorization.k8s.io/decision: forbid\n  b:\n    responseStatus.code: 403\n  condition: a or b",
+        // Six or more values become a hash set.
+        "  a:\n    verb: [create, update, patch, delete, deletecollection, Watch]\n  condition: a",
+        "  a:\n    user.username: [u1, u2, u3, u4, u5, Admin, 'system:kube']\n  b:\n    user.username|cased: [u1, u2, u3, u4, u5, admin]\n  condition: a and not b",
         // Rules sharing `userAgent` exercise the literal prefilter (overlapping needles).
         "  a:\n    userAgent|contains: ['curl', 'url/']\n  condition: a",
         "  a:\n    userAgent|startswith: 'Python'\n  f:\n    verb: get\n  condition: a and not f",
@@ -671,16 +704,21 @@ mod index_vs_brute_force {
             res in pick(&["pods", "secrets", "configmaps", "deployments", "PODS", "Secrets", "nodes"]),
             user in pick(&["admin", "system:kube", "bob", "ADMIN"]),
             stage in pick(&["ResponseComplete", "ResponseStarted", "RequestReceived", "Panic"]),
+            decision in pick(&["allow", "forbid", "FORBID", "other"]),
+            code in proptest::option::of(proptest::sample::select(vec![200i64, 401, 403, 404])),
             ua in pick(&["curl/8.0", "CURL/8", "kubectl/v1.30.0", "KUBECTL/V1.20", "python-requests/2", "Python/3", "kube-ctl", "xx", "cur", "url/", "cURL/"]),
         ) {
             let s = set();
-            prop_assert!(s.prefiltered_rules() >= 5);
+            prop_assert!(s.prefiltered_rules() >= 3);
+            prop_assert!(s.secondary_indexed() >= 5);
             let mut ev = serde_json::json!({"auditID": "x"});
             if let Some(v) = verb { ev["verb"] = v.into(); }
             if let Some(r) = res { ev["objectRef"] = serde_json::json!({"resource": r}); }
             if let Some(u) = user { ev["user"] = serde_json::json!({"username": u}); }
             if let Some(st) = stage { ev["stage"] = st.into(); }
             if let Some(u) = ua { ev["userAgent"] = u.into(); }
+            if let Some(d) = decision { ev["annotations"] = serde_json::json!({"authorization.k8s.io/decision": d}); }
+            if let Some(c) = code { ev["responseStatus"] = serde_json::json!({"code": c}); }
             let text = ev.to_string();
             let ev = AuditEvent::parse(&text).unwrap();
             let (mut a, mut b) = (Vec::new(), Vec::new());
