@@ -750,31 +750,42 @@ fn cmd_rules(cfg: &Config, cmd: RulesCommand) -> Result<i32> {
             Ok(if failures.is_empty() { 0 } else { 1 })
         }
         RulesCommand::Lint { paths, lists } => {
-            let opts = LoadOptions {
-                builtin: paths.is_empty(),
-                dirs: paths,
-                lists,
-                skip_broken: false,
-            };
-            match RuleSet::load(&opts) {
-                Ok((set, warnings)) => {
-                    for w in &warnings {
-                        println!("warning: {w}");
+            let builtin = paths.is_empty();
+            let report = crate::rules::lint::lint(
+                &paths,
+                &crate::rules::lint::LintOptions { builtin, lists },
+            );
+            // Correlation documents are checked too: parse and reference errors are errors.
+            let mut errors: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+            if report.ok() {
+                let opts = LoadOptions {
+                    builtin,
+                    dirs: paths,
+                    lists: Vec::new(),
+                    skip_broken: true,
+                };
+                if let Ok((set, _)) = RuleSet::load(&opts) {
+                    if let Err(errs) = crate::engine::correlate::Correlator::new(
+                        &set,
+                        crate::engine::state::StateConfig::default(),
+                    ) {
+                        errors.extend(errs.iter().map(|e| e.to_string()));
                     }
-                    println!(
-                        "{} rules loaded, {} warnings",
-                        set.rules().len(),
-                        warnings.len()
-                    );
-                    Ok(0)
-                }
-                Err(errors) => {
-                    for e in &errors {
-                        println!("error: {e}");
-                    }
-                    Ok(1)
                 }
             }
+            for e in &errors {
+                println!("error: {e}");
+            }
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "{} rules compiled, {} errors, {} warnings",
+                report.rules,
+                errors.len(),
+                report.warnings.len()
+            );
+            Ok(if errors.is_empty() { 0 } else { 1 })
         }
     }
 }
