@@ -22,7 +22,15 @@ impl Target {
     pub fn index_for(&self, t: Option<DateTime<Utc>>) -> String {
         match self {
             Target::DataStream(n) => n.clone(),
-            Target::Dated(p) => t.unwrap_or_else(Utc::now).format(p).to_string(),
+            Target::Dated(p) => {
+                use std::fmt::Write;
+                let mut s = String::new();
+                // An invalid pattern is rejected by validation; never panic on one here.
+                match write!(s, "{}", t.unwrap_or_else(Utc::now).format(p)) {
+                    Ok(()) => s,
+                    Err(_) => p.replace('%', ""),
+                }
+            }
         }
     }
 }

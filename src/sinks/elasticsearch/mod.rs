@@ -118,16 +118,32 @@ impl ElasticsearchConfig {
                 self.endpoint
             )),
         }
-        if self.index.is_empty()
-            || self
-                .index
-                .chars()
-                .any(|c| c.is_ascii_uppercase() || " ,\"*\\<|>/?#".contains(c))
-        {
-            p.push(format!(
-                "`{prefix}.index` must be a lowercase index name without spaces or any of ,\"*\\<|>/?#, got {:?}",
-                self.index
-            ));
+        // A dated pattern is checked on what it produces for a sample date.
+        let name = match self.mode {
+            IndexMode::DataStream => Some(self.index.clone()),
+            IndexMode::Dated => {
+                let mut items = chrono::format::StrftimeItems::new(&self.index);
+                if items.any(|i| matches!(i, chrono::format::Item::Error)) {
+                    p.push(format!(
+                        "`{prefix}.index`: {:?} is not a valid strftime pattern",
+                        self.index
+                    ));
+                    None
+                } else {
+                    Some(Target::Dated(self.index.clone()).index_for(None))
+                }
+            }
+        };
+        if let Some(name) = name {
+            if name.is_empty()
+                || name
+                    .chars()
+                    .any(|c| c.is_ascii_uppercase() || " ,\"*\\<|>/?#:".contains(c))
+            {
+                p.push(format!(
+                    "`{prefix}.index` must give a lowercase index name without spaces or any of ,\"*\\<|>/?#:, got {name:?}"
+                ));
+            }
         }
         if self.mode == IndexMode::DataStream && self.index.contains('%') {
             p.push(format!(

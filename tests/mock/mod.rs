@@ -1,0 +1,285 @@
+//! Strict mock servers for the SIEM protocols, shared by the sink tests and benchmarks.
+//!
+//! Each mock is real HTTP/1.1 on 127.0.0.1:0 (hyper). It checks what the real server
+//! checks (auth, content type, gzip, envelope or NDJSON shape) and answers like the real
+//! thing; every protocol violation is also recorded in `violations` so that a test can
+//! assert there were none. A [`Script`] makes the next requests fail in chosen ways
+//! (status codes, Retry-After, dropped connections, slow answers) and `set_down` makes the
+//! server drop every connection, as an outage does.
+#![allow(dead_code)]
+
+pub mod bulk;
+pub mod hec;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+
+/// What the next request gets instead of the normal answer.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Answer this status, body and headers without processing.
+    Reply(u16, String, Vec<(&'static str, String)>),
+    /// Close the connection without an answer (before processing).
+    Drop,
+    /// Process normally, then close the connection without an answer: the client cannot
+    /// know that the data arrived (the duplicate case).
+    ProcessThenDrop,
+    /// Wait, then answer normally.
+    Delay(Duration),
+    /// Protocol-specific failure (HEC: invalid-event-number; bulk: item failures).
+    Special(Special),
+}
+
+/// Protocol-specific scripted failures.
+#[derive(Debug, Clone)]
+pub enum Special {
+    /// HEC: events from this index on are not indexed; this one fails with code 6.
+    HecInvalidEvent(usize),
+    /// Bulk: these items (index in the request, status, error type) fail.
+    BulkItems(Vec<(usize, u16, &'static str)>),
+}
+
+/// Scripted answers, consumed one per request.
+#[derive(Debug, Default)]
+pub struct Script(Mutex<VecDeque<Action>>);
+
+impl Script {
+    /// Queues `a`.
+    pub fn push(&self, a: Action) {
+        self.0.lock().push_back(a);
+    }
+    fn next(&self) -> Option<Action> {
+        self.0.lock().pop_front()
+    }
+}
+
+/// What every mock shares: the script, the outage switch, counters.
+#[derive(Debug, Default)]
+pub struct Common {
+    /// Scripted failures.
+    pub script: Script,
+    /// Drop every connection while true.
+    pub down: AtomicBool,
+    /// Requests seen (including failed ones).
+    pub requests: AtomicU64,
+    /// Protocol violations by the client.
+    pub violations: Mutex<Vec<String>>,
+}
+
+impl Common {
+    /// Records a violation.
+    pub fn violation(&self, v: String) {
+        self.violations.lock().push(v);
+    }
+    /// Starts or ends an outage.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+/// The request as a handler sees it.
+pub struct Req {
+    /// Method.
+    pub method: hyper::Method,
+    /// Path.
+    pub path: String,
+    /// Query string.
+    pub query: String,
+    /// Headers.
+    pub headers: hyper::HeaderMap,
+    /// Body, gunzipped when Content-Encoding is gzip.
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A reply.
+pub struct Reply {
+    /// Status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    /// A JSON reply.
+    pub fn json(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+            headers: vec![],
+        }
+    }
+}
+
+/// A protocol handler: the request and the scripted special failure, if any.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(&self, req: Req, special: Option<Special>) -> Reply;
+    /// The shared part.
+    fn common(&self) -> &Common;
+}
+
+/// A running mock server.
+pub struct Server<H: Handler> {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The handler (and its recorded state).
+    pub h: Arc<H>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<H: Handler> Drop for Server<H> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts serving `h` on 127.0.0.1:0.
+    pub async fn start(h: H) -> Server<H> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let h = Arc::new(h);
+        let h2 = h.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                if h2.common().down.load(Ordering::SeqCst) {
+                    drop(stream); // an outage: connection reset
+                    continue;
+                }
+                let h3 = h2.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| serve(h3.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Server { addr, h, task }
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn serve<H: Handler>(
+    h: Arc<H>,
+    req: Request<Incoming>,
+) -> Pin<Box<dyn Future<Output = Result<Resp, std::io::Error>> + Send>> {
+    Box::pin(async move {
+        let c = h.common();
+        c.requests.fetch_add(1, Ordering::SeqCst);
+        if c.down.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("down"));
+        }
+        let (parts, body) = req.into_parts();
+        let raw = match body.collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(e) => return Err(std::io::Error::other(e)),
+        };
+        let gz = parts
+            .headers
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            == Some("gzip");
+        let body = if gz {
+            let mut out = Vec::new();
+            use std::io::Read;
+            if flate2::read::GzDecoder::new(raw.as_slice())
+                .read_to_end(&mut out)
+                .is_err()
+            {
+                c.violation("Content-Encoding: gzip but the body is not gzip".into());
+                return Ok(resp(Reply::json(
+                    400,
+                    r#"{"text":"Invalid data format","code":6}"#,
+                )));
+            }
+            out
+        } else {
+            raw
+        };
+        let r = Req {
+            method: parts.method,
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts.headers,
+            body,
+        };
+        let mut special = None;
+        let mut drop_after = false;
+        match c.script.next() {
+            Some(Action::Reply(s, b, hs)) => {
+                return Ok(resp(Reply {
+                    status: s,
+                    body: b,
+                    headers: hs,
+                }))
+            }
+            Some(Action::Drop) => return Err(std::io::Error::other("scripted drop")),
+            Some(Action::ProcessThenDrop) => drop_after = true,
+            Some(Action::Delay(d)) => tokio::time::sleep(d).await,
+            Some(Action::Special(s)) => special = Some(s),
+            None => {}
+        }
+        let reply = h.handle(r, special);
+        if drop_after {
+            return Err(std::io::Error::other("scripted drop after processing"));
+        }
+        Ok(resp(reply))
+    })
+}
+
+fn resp(r: Reply) -> Resp {
+    let mut b = Response::builder()
+        .status(r.status)
+        .header("content-type", "application/json");
+    for (k, v) in r.headers {
+        b = b.header(k, v);
+    }
+    b.body(Full::new(Bytes::from(r.body))).unwrap()
+}
+
+/// Waits (real time, polling every 10 ms) until `f` holds or `limit` passes.
+pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+#[allow(unused)]
+fn _assert_infallible(_: Infallible) {}
