@@ -161,8 +161,22 @@ impl<H: Handler> Server<H> {
         format!("http://{}", self.addr)
     }
 
+    /// `https://localhost:port`.
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
     /// Starts serving `h` on 127.0.0.1:0.
     pub async fn start(h: H) -> Server<H> {
+        Self::start_with(h, None).await
+    }
+
+    /// Starts serving `h` over TLS with `tls`.
+    pub async fn start_tls(h: H, tls: Arc<rustls::ServerConfig>) -> Server<H> {
+        Self::start_with(h, Some(tls)).await
+    }
+
+    async fn start_with(h: H, tls: Option<Arc<rustls::ServerConfig>>) -> Server<H> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let h = Arc::new(h);
@@ -177,11 +191,22 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
                 let h3 = h2.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| serve(h3.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(cfg) => {
+                            let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -283,3 +308,44 @@ pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[allow(unused)]
 fn _assert_infallible(_: Infallible) {}
+
+/// A test PKI: a CA and a server certificate for `localhost` and 127.0.0.1.
+pub struct Pki {
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// The server's rustls config.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl Pki {
+    /// Generates a fresh CA and server certificate.
+    pub fn new() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "audithawk test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
