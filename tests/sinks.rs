@@ -590,12 +590,13 @@ async fn crash_with_alerts_in_the_disk_buffer_then_restart_delivers_all() {
         n as i64
     );
     assert!(router.shutdown(Duration::from_secs(10)).await);
-    let docs = srv.h.docs.lock();
-    assert_eq!(docs.len(), n);
-    for i in 0..n {
-        assert!(docs.contains_key(&alert(i).event.id), "alert {i} lost");
+    {
+        let docs = srv.h.docs.lock();
+        assert_eq!(docs.len(), n);
+        for i in 0..n {
+            assert!(docs.contains_key(&alert(i).event.id), "alert {i} lost");
+        }
     }
-    drop(docs);
     // Delivered and acknowledged: a second restart sends nothing again.
     let srv2 = Server::start(Bulk::new(None)).await;
     let yaml2 = yaml.replace(&srv.url(), &srv2.url());

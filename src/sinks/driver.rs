@@ -91,7 +91,7 @@ impl Route {
     /// Whether `alert` goes through this route.
     pub fn accepts(&self, alert: &crate::model::Alert) -> bool {
         self.min_level.is_none_or(|m| alert.rule.level >= m)
-            && (self.rules.is_empty() || self.rules.iter().any(|r| *r == alert.rule.id))
+            && (self.rules.is_empty() || self.rules.contains(&alert.rule.id))
             && (self.tags.is_empty() || self.tags.iter().any(|t| alert.rule.tags.contains(t)))
     }
 }
