@@ -12,6 +12,7 @@
 //! file, so an alert the engine handed over survives a crash of the process; it is removed
 //! only after the sink confirmed delivery (or it was dead-lettered).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,6 +171,8 @@ pub struct SinkDriver<T: Record = SharedAlert> {
     input: Option<Input<T>>,
     task: JoinHandle<()>,
     metrics: Arc<Metrics>,
+    /// Records queued and not finished (memory mode) / pushes so far (disk mode).
+    pending: Arc<AtomicI64>,
 }
 
 impl<T: Record> std::fmt::Debug for SinkDriver<T> {
@@ -250,7 +253,9 @@ impl<T: Record> SinkDriver<T> {
                 (Input::Memory(tx), Source::Memory(rx))
             }
         };
+        let pending = Arc::new(AtomicI64::new(0));
         let ctx = Arc::new(Ctx {
+            pending: pending.clone(),
             sink,
             name: name.clone(),
             retry: opts.retry,
@@ -268,6 +273,7 @@ impl<T: Record> SinkDriver<T> {
             input: Some(input),
             task,
             metrics,
+            pending,
         })
     }
 
@@ -287,11 +293,15 @@ impl<T: Record> SinkDriver<T> {
     pub async fn submit(&self, item: T) -> Result<(), T> {
         match &self.input {
             Some(Input::Memory(tx)) => {
-                self.metrics.gauge_add(
-                    "audithawk_sink_buffered_events",
-                    &[("sink", &self.name)],
-                    1,
-                );
+                let n = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+                // Publishing the gauge costs a registry lookup: do it every 64 records.
+                if n % 64 == 1 {
+                    self.metrics.gauge_set(
+                        "audithawk_sink_buffered_events",
+                        &[("sink", &self.name)],
+                        n,
+                    );
+                }
                 tx.send(Entry {
                     item,
                     seq: None,
@@ -299,11 +309,7 @@ impl<T: Record> SinkDriver<T> {
                 })
                 .await
                 .map_err(|e| {
-                    self.metrics.gauge_add(
-                        "audithawk_sink_buffered_events",
-                        &[("sink", &self.name)],
-                        -1,
-                    );
+                    self.pending.fetch_sub(1, Ordering::Relaxed);
                     e.0.item
                 })
             }
@@ -317,17 +323,20 @@ impl<T: Record> SinkDriver<T> {
                         );
                         tracing::warn!(sink = %self.name, dropped, "Disk buffer full: oldest alerts dropped.");
                     }
-                    let st = buf.stats();
-                    self.metrics.gauge_set(
-                        "audithawk_sink_buffered_events",
-                        &[("sink", &self.name)],
-                        st.events as i64,
-                    );
-                    self.metrics.gauge_set(
-                        "audithawk_sink_buffered_bytes",
-                        &[("sink", &self.name)],
-                        st.bytes as i64,
-                    );
+                    let n = self.pending.fetch_add(1, Ordering::Relaxed);
+                    if n % 64 == 0 || dropped > 0 {
+                        let st = buf.stats();
+                        self.metrics.gauge_set(
+                            "audithawk_sink_buffered_events",
+                            &[("sink", &self.name)],
+                            st.events as i64,
+                        );
+                        self.metrics.gauge_set(
+                            "audithawk_sink_buffered_bytes",
+                            &[("sink", &self.name)],
+                            st.bytes as i64,
+                        );
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -374,6 +383,7 @@ struct Ctx<T: Record> {
     metrics: Arc<Metrics>,
     dead: Option<Arc<DeadLetter>>,
     buffer: Option<Arc<DiskBuffer>>,
+    pending: Arc<AtomicI64>,
 }
 
 impl<T: Record> Source<T> {
@@ -508,29 +518,36 @@ impl<T: Record> Ctx<T> {
             &self.labels(),
             entries.len() as u64,
         );
+        // Aggregate the batch first: one registry update per bucket, not per record.
         let now = Instant::now();
+        let mut counts = [0u64; LATENCY_BUCKETS.len()];
+        let mut sum_ms = 0u64;
         for e in entries {
             let secs = now.saturating_duration_since(e.since).as_secs_f64();
-            for (le, label) in LATENCY_BUCKETS {
-                if secs <= le {
-                    self.metrics.count(
-                        "audithawk_sink_delivery_latency_seconds_bucket",
-                        &[("sink", &self.name), ("le", label)],
-                        1,
-                    );
+            sum_ms += (secs * 1000.0) as u64;
+            for (i, (le, _)) in LATENCY_BUCKETS.iter().enumerate() {
+                if secs <= *le {
+                    counts[i] += 1;
                 }
             }
+        }
+        for (i, (_, label)) in LATENCY_BUCKETS.iter().enumerate() {
             self.metrics.count(
                 "audithawk_sink_delivery_latency_seconds_bucket",
-                &[("sink", &self.name), ("le", "+Inf")],
-                1,
-            );
-            self.metrics.count(
-                "audithawk_sink_delivery_latency_milliseconds_sum",
-                &self.labels(),
-                (secs * 1000.0) as u64,
+                &[("sink", &self.name), ("le", label)],
+                counts[i],
             );
         }
+        self.metrics.count(
+            "audithawk_sink_delivery_latency_seconds_bucket",
+            &[("sink", &self.name), ("le", "+Inf")],
+            entries.len() as u64,
+        );
+        self.metrics.count(
+            "audithawk_sink_delivery_latency_milliseconds_sum",
+            &self.labels(),
+            sum_ms,
+        );
     }
 
     fn reject(&self, entry: &Entry<T>, reason: &str) {
@@ -565,10 +582,20 @@ impl<T: Record> Ctx<T> {
     fn finish(&self, entries: &[Entry<T>]) {
         match &self.buffer {
             Some(b) => {
-                for e in entries {
-                    if let Some(s) = e.seq {
-                        b.ack(s, s + 1);
-                    }
+                // Ack runs of consecutive sequence numbers: one watermark write per run.
+                let mut run: Option<(u64, u64)> = None;
+                for s in entries.iter().filter_map(|e| e.seq) {
+                    run = match run {
+                        Some((a, e)) if e == s => Some((a, s + 1)),
+                        Some((a, e)) => {
+                            b.ack(a, e);
+                            Some((s, s + 1))
+                        }
+                        None => Some((s, s + 1)),
+                    };
+                }
+                if let Some((a, e)) = run {
+                    b.ack(a, e);
                 }
                 let st = b.stats();
                 self.metrics.gauge_set(
@@ -582,11 +609,14 @@ impl<T: Record> Ctx<T> {
                     st.bytes as i64,
                 );
             }
-            None => self.metrics.gauge_add(
-                "audithawk_sink_buffered_events",
-                &self.labels(),
-                -(entries.len() as i64),
-            ),
+            None => {
+                let n = self
+                    .pending
+                    .fetch_sub(entries.len() as i64, Ordering::Relaxed)
+                    - entries.len() as i64;
+                self.metrics
+                    .gauge_set("audithawk_sink_buffered_events", &self.labels(), n);
+            }
         }
     }
 }

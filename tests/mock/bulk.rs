@@ -26,6 +26,8 @@ pub struct Bulk {
     pub batches: AtomicU64,
     /// Index templates installed (name, body).
     pub templates: Mutex<Vec<(String, Value)>>,
+    /// Benchmarks: validate each source as JSON without building it, keep only ids.
+    pub count_only: bool,
 }
 
 impl Bulk {
@@ -134,15 +136,18 @@ impl Bulk {
                 )
             } else {
                 let mut docs = self.docs.lock();
-                if docs.contains_key(id) {
+                let mut created = self.created.lock();
+                if docs.contains_key(id) || (self.count_only && created.contains_key(id)) {
                     self.conflicts.fetch_add(1, Ordering::SeqCst);
                     (
                         409,
                         json!({"_index": index, "_id": id, "status": 409, "error": {"type": "version_conflict_engine_exception", "reason": format!("[{id}]: version conflict, document already exists")}}),
                     )
                 } else {
-                    docs.insert(id.to_string(), (index.to_string(), src));
-                    *self.created.lock().entry(id.to_string()).or_default() += 1;
+                    if !self.count_only {
+                        docs.insert(id.to_string(), (index.to_string(), src));
+                    }
+                    *created.entry(id.to_string()).or_default() += 1;
                     (
                         201,
                         json!({"_index": index, "_id": id, "_version": 1, "result": "created", "status": 201}),
