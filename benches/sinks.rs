@@ -80,6 +80,41 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     let all = alerts(n);
+    // Encoding alone (one core): the sink-side ceiling.
+    {
+        use audithawk::sinks::elasticsearch::encoder as es;
+        use audithawk::sinks::splunk_hec::encoder as hec;
+        let meta = hec::HecMeta {
+            host: None,
+            source: "audithawk".into(),
+            sourcetype: "audithawk:alert".into(),
+            index: None,
+            fields: Default::default(),
+            label_fields: true,
+        };
+        let target = es::Target::DataStream("logs-audithawk.alert-default".into());
+        let time = |label: &str, f: &dyn Fn(&[SharedAlert]) -> usize| {
+            let t = Instant::now();
+            let mut bytes = 0;
+            for chunk in all.chunks(1000) {
+                bytes += f(chunk);
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{label:<44} {:>9.0} alerts/s  ({:.0} MB/s out)",
+                all.len() as f64 / secs,
+                bytes as f64 / secs / 1e6
+            );
+        };
+        time("encode: HEC envelopes", &|c| hec::encode(c, &meta).len());
+        time("encode: HEC envelopes + gzip", &|c| {
+            audithawk::sinks::http::gzip(&hec::encode(c, &meta)).len()
+        });
+        time("encode: _bulk NDJSON", &|c| es::encode(c, &target).len());
+        time("encode: _bulk NDJSON + gzip", &|c| {
+            audithawk::sinks::http::gzip(&es::encode(c, &target)).len()
+        });
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

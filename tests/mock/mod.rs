@@ -190,6 +190,7 @@ impl<H: Handler> Server<H> {
                     drop(stream); // an outage: connection reset
                     continue;
                 }
+                let _ = stream.set_nodelay(true);
                 let h3 = h2.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
