@@ -358,3 +358,91 @@ sinks:
         .starts_with("2024-05-01T10:00:00.25"));
     assert!(es.h.common.violations.lock().is_empty());
 }
+
+/// An OTLP/HTTP collector mock: `POST /v1/logs`, JSON encoding, checks the
+/// ExportLogsServiceRequest shape.
+#[derive(Default)]
+struct Collector {
+    common: Common,
+    records: Mutex<Vec<serde_json::Value>>,
+}
+
+impl Handler for Collector {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+    fn handle(&self, r: Req, _: Option<Special>) -> Reply {
+        if r.method != hyper::Method::POST || r.path != "/v1/logs" {
+            self.common
+                .violation(format!("OTLP: {} {}", r.method, r.path));
+            return Reply::json(404, "{}");
+        }
+        if r.header("content-type") != Some("application/json") {
+            self.common
+                .violation(format!("OTLP content-type {:?}", r.header("content-type")));
+            return Reply::json(415, "{}");
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
+            self.common.violation("OTLP body is not JSON".into());
+            return Reply::json(400, "{}");
+        };
+        let rl = &v["resourceLogs"][0];
+        if rl["resource"]["attributes"][0]["key"] != "service.name" {
+            self.common.violation("OTLP: no service.name".into());
+        }
+        let recs = rl["scopeLogs"][0]["logRecords"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for rec in &recs {
+            let t = rec["timeUnixNano"].as_str().unwrap_or("");
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                self.common.violation(format!("OTLP: timeUnixNano {t:?}"));
+            }
+            if !(1..=24).contains(&rec["severityNumber"].as_u64().unwrap_or(0)) {
+                self.common.violation("OTLP: severityNumber".into());
+            }
+        }
+        self.records.lock().extend(recs);
+        Reply::json(200, "{}")
+    }
+}
+
+#[tokio::test]
+async fn otlp_logs_over_http_json() {
+    let srv = Server::start(Collector::default()).await;
+    srv.h
+        .common
+        .script
+        .push(Action::Reply(503, "{}".into(), vec![]));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "- type: otlp\n  endpoint: {}\n  service_name: hawk\n  delivery: {{{FAST}}}\n",
+        srv.url()
+    );
+    let router = build_router(&cfgs(&yaml), Arc::new(Metrics::new()), dir.path())
+        .await
+        .unwrap();
+    router.dispatch(alert(1, Level::Critical)).await;
+    router.dispatch(alert(2, Level::Low)).await;
+    assert!(router.shutdown(Duration::from_secs(5)).await);
+    assert!(
+        srv.h.common.violations.lock().is_empty(),
+        "{:?}",
+        srv.h.common.violations.lock()
+    );
+    let recs = srv.h.records.lock();
+    assert_eq!(recs.len(), 2, "delivered once after a 503");
+    let crit = recs
+        .iter()
+        .find(|r| r["severityText"] == "critical")
+        .unwrap();
+    assert_eq!(crit["severityNumber"], 21);
+    assert_eq!(crit["timeUnixNano"], "1714557600500000000");
+    let body = &crit["body"]["kvlistValue"]["values"];
+    assert!(body
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|kv| kv["key"] == "rule"));
+}

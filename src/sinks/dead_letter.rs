@@ -9,25 +9,26 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-/// An append-only JSON-lines file of rejected records.
+/// An append-only JSON-lines file of rejected records. The file is created on the first
+/// rejection, so sinks that never reject leave nothing behind.
 #[derive(Debug)]
 pub struct DeadLetter {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Option<File>>,
 }
 
 impl DeadLetter {
-    /// Opens (appending) or creates `path`.
+    /// A dead-letter file at `path` (created, with its directory, on first use).
     pub fn open(path: &Path) -> std::io::Result<DeadLetter> {
-        if let Some(d) = path.parent() {
-            if !d.as_os_str().is_empty() {
-                std::fs::create_dir_all(d)?;
-            }
+        if path.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is a directory",
+                path.display()
+            )));
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(DeadLetter {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            file: Mutex::new(None),
         })
     }
 
@@ -63,7 +64,24 @@ impl DeadLetter {
         });
         let mut s = line.to_string();
         s.push('\n');
-        self.file.lock().write_all(s.as_bytes())
+        let mut f = self.file.lock();
+        if f.is_none() {
+            if let Some(d) = self.path.parent() {
+                if !d.as_os_str().is_empty() {
+                    std::fs::create_dir_all(d)?;
+                }
+            }
+            *f = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
+        }
+        match f.as_mut() {
+            Some(file) => file.write_all(s.as_bytes()),
+            None => Err(std::io::Error::other("dead-letter file not open")),
+        }
     }
 }
 

@@ -854,3 +854,195 @@ mod tests {
         .accepts(&a));
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+    use crate::sinks::BoxFuture;
+    use parking_lot::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    fn alert(id: &str) -> SharedAlert {
+        let ev = crate::model::AuditEvent::parse(r#"{"auditID":"x","verb":"get"}"#).unwrap();
+        let meta = crate::model::RuleMeta {
+            id: "r".into(),
+            title: "t".into(),
+            level: Level::Low,
+            tags: vec![],
+            description: String::new(),
+            references: vec![],
+            author: None,
+            source: "test".into(),
+        };
+        let mut a = crate::model::Alert::new(&meta, &ev, chrono::Utc::now());
+        a.event.id = id.into();
+        Arc::new(a)
+    }
+
+    /// Records when each attempt happened; answers from a script, then Done.
+    struct Scripted {
+        script: Mutex<Vec<SendOutcome>>,
+        attempts: Mutex<Vec<Instant>>,
+        inflight: AtomicUsize,
+        max_inflight: AtomicUsize,
+        hold: Duration,
+    }
+
+    impl Scripted {
+        fn new(mut script: Vec<SendOutcome>, hold: Duration) -> Scripted {
+            script.reverse();
+            Scripted {
+                script: Mutex::new(script),
+                attempts: Mutex::new(vec![]),
+                inflight: AtomicUsize::new(0),
+                max_inflight: AtomicUsize::new(0),
+                hold,
+            }
+        }
+    }
+
+    impl Sink for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        fn send<'a>(&'a self, _batch: &'a [SharedAlert]) -> BoxFuture<'a, SendOutcome> {
+            Box::pin(async move {
+                self.attempts.lock().push(Instant::now());
+                let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_inflight.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(self.hold).await;
+                self.inflight.fetch_sub(1, Ordering::SeqCst);
+                self.script.lock().pop().unwrap_or(SendOutcome::Done)
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_capped() {
+        let sink = Arc::new(Scripted::new(
+            vec![
+                SendOutcome::Retry {
+                    reason: "429".into(),
+                    after: Some(Duration::from_secs(7)),
+                },
+                SendOutcome::Retry {
+                    reason: "429".into(),
+                    after: Some(Duration::from_secs(3600)),
+                },
+            ],
+            Duration::ZERO,
+        ));
+        let opts = DriverOptions {
+            retry: RetryPolicy {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(60),
+            },
+            ..DriverOptions::default()
+        };
+        let d = SinkDriver::start(
+            sink.clone() as Arc<dyn Sink>,
+            opts,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        d.submit(alert("a")).await.unwrap();
+        assert!(d.shutdown(Duration::from_secs(600)).await);
+        let t = sink.attempts.lock().clone();
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[1] - t[0], Duration::from_secs(7), "Retry-After: 7");
+        assert_eq!(
+            t[2] - t[1],
+            Duration::from_secs(60),
+            "a 1 h Retry-After is capped at retry.max"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_limited() {
+        let sink = Arc::new(Scripted::new(vec![], Duration::from_secs(1)));
+        let m = Arc::new(Metrics::new());
+        let opts = DriverOptions {
+            batch: BatchPolicy {
+                max_events: 1,
+                ..BatchPolicy::default()
+            },
+            concurrency: 3,
+            ..DriverOptions::default()
+        };
+        let d = SinkDriver::start(sink.clone() as Arc<dyn Sink>, opts, m.clone()).unwrap();
+        for i in 0..12 {
+            d.submit(alert(&i.to_string())).await.unwrap();
+        }
+        let start = Instant::now();
+        assert!(d.shutdown(Duration::from_secs(600)).await);
+        assert_eq!(sink.max_inflight.load(Ordering::SeqCst), 3);
+        // 12 one-second sends, three at a time.
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        assert_eq!(
+            m.value("audithawk_sink_sent_total", &[("sink", "scripted")]),
+            12
+        );
+        assert_eq!(
+            m.gauge_value("audithawk_sink_buffered_events", &[("sink", "scripted")]),
+            0
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_deadline_is_kept_while_the_sink_is_down() {
+        let sink = Arc::new(Scripted::new(
+            (0..1000)
+                .map(|_| SendOutcome::Retry {
+                    reason: "down".into(),
+                    after: None,
+                })
+                .collect(),
+            Duration::ZERO,
+        ));
+        let d = SinkDriver::start(
+            sink as Arc<dyn Sink>,
+            DriverOptions::default(),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        d.submit(alert("a")).await.unwrap();
+        let start = Instant::now();
+        assert!(!d.shutdown(Duration::from_secs(5)).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_never_blocks_and_counts_losses() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Scripted::new(
+            (0..100_000)
+                .map(|_| SendOutcome::Retry {
+                    reason: "down".into(),
+                    after: Some(Duration::from_secs(3600)),
+                })
+                .collect(),
+            Duration::ZERO,
+        ));
+        let m = Arc::new(Metrics::new());
+        let opts = DriverOptions {
+            disk: Some(DiskBufferConfig {
+                dir: dir.path().to_path_buf(),
+                max_bytes: 256 * 1024,
+                segment_bytes: 32 * 1024,
+                when_full: super::super::buffer::WhenFull::DropOldest,
+                fsync: super::super::buffer::Fsync::Never,
+            }),
+            ..DriverOptions::default()
+        };
+        let d = SinkDriver::start(sink as Arc<dyn Sink>, opts, m.clone()).unwrap();
+        for i in 0..2000 {
+            d.submit(alert(&i.to_string())).await.unwrap();
+        }
+        let dropped = m.value("audithawk_sink_dropped_total", &[("sink", "scripted")]);
+        assert!(dropped > 0, "2000 alerts do not fit in 256 KiB");
+        assert!(
+            m.gauge_value("audithawk_sink_buffered_bytes", &[("sink", "scripted")]) <= 256 * 1024
+        );
+        assert!(!d.shutdown(Duration::from_millis(10)).await);
+    }
+}
