@@ -149,31 +149,58 @@ fn main() {
         }
     });
 
-    // Raw forwarding: the CPU the forwarder adds per accepted audit event.
-    let texts: Vec<String> = (0..20_000)
-        .map(|i| {
-            format!(
-                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"id-{i}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/configmaps/c{i}?token=abc","verb":"update","user":{{"username":"alice","groups":["dev"]}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"configmaps","namespace":"prod","name":"c{i}"}},"responseStatus":{{"code":200}},"requestObject":{{"kind":"ConfigMap","data":{{"a":"1","b":"2"}}}},"stageTimestamp":"2024-05-01T10:00:00.004000Z"}}"#
-            )
-        })
-        .collect();
-    let events: Vec<AuditEvent<'_>> = texts
-        .iter()
-        .map(|t| AuditEvent::parse(t).unwrap())
-        .collect();
-    let filter = RawFilter::default();
-    let t = Instant::now();
-    let mut kept = 0;
-    for _ in 0..5 {
-        for ev in &events {
-            if filter.accepts(ev) && raw::record(ev).is_some() {
-                kept += 1;
+    // Raw forwarding: the CPU the forwarder adds per accepted audit event, for a
+    // RequestResponse event with a body (parsed, redacted, re-serialised) and a Metadata
+    // event (forwarded as received), plus the HEC envelope it then costs.
+    let body_ev = |i: usize| {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"id-{i}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/configmaps/c{i}?token=abc","verb":"update","user":{{"username":"alice","groups":["dev"]}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"configmaps","namespace":"prod","name":"c{i}"}},"responseStatus":{{"code":200}},"requestObject":{{"kind":"ConfigMap","data":{{"a":"1","b":"2"}}}},"stageTimestamp":"2024-05-01T10:00:00.004000Z"}}"#
+        )
+    };
+    let meta_ev = |i: usize| {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"id-{i}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods/p{i}","verb":"get","user":{{"username":"alice","groups":["dev"]}},"sourceIPs":["10.0.0.1"],"userAgent":"kubectl/v1.30.1","objectRef":{{"resource":"pods","namespace":"prod","name":"p{i}","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"2024-05-01T10:00:00.000000Z","stageTimestamp":"2024-05-01T10:00:00.004000Z","annotations":{{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}}}"#
+        )
+    };
+    let meta = audithawk::sinks::splunk_hec::encoder::HecMeta {
+        host: None,
+        source: "audithawk".into(),
+        sourcetype: "kube:apiserver:audit".into(),
+        index: None,
+        fields: Default::default(),
+        label_fields: false,
+    };
+    for (label, make) in [
+        (
+            "RequestResponse + body",
+            &body_ev as &dyn Fn(usize) -> String,
+        ),
+        ("Metadata", &meta_ev),
+    ] {
+        let texts: Vec<String> = (0..20_000).map(make).collect();
+        let events: Vec<AuditEvent<'_>> = texts
+            .iter()
+            .map(|t| AuditEvent::parse(t).unwrap())
+            .collect();
+        let filter = RawFilter::default();
+        let t = Instant::now();
+        let mut kept = 0;
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            for ev in &events {
+                if filter.accepts(ev) {
+                    if let Some(r) = raw::record(ev) {
+                        kept += 1;
+                        out.clear();
+                        audithawk::sinks::splunk_hec::encoder::encode_one(&r, &meta, &mut out);
+                    }
+                }
             }
         }
+        let per = t.elapsed().as_secs_f64() / kept as f64;
+        println!(
+            "raw forwarding, {label:<24} {:>7.2} µs/event (filter+redact+record+HEC envelope)",
+            per * 1e6
+        );
     }
-    let per = t.elapsed().as_secs_f64() / kept as f64;
-    println!(
-        "raw forwarding: filter+redact+serialise       {:>9.2} µs/event ({kept} events)",
-        per * 1e6
-    );
 }
