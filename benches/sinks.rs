@@ -50,27 +50,49 @@ fn alerts(n: usize) -> Vec<SharedAlert> {
         .collect()
 }
 
+/// CPU seconds (user + system) this process has used so far, from /proc/self/stat.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
 async fn run(label: &str, yaml: String, batch: &[SharedAlert], delivered: impl Fn() -> usize) {
+    // SINKS_BENCH_ONLY=<substring> runs only the matching figures (for profiling).
+    if let Ok(only) = std::env::var("SINKS_BENCH_ONLY") {
+        if !label.contains(&only) {
+            return;
+        }
+    }
     let state = tempfile::tempdir().unwrap();
     let cfg: Vec<SinkConfig> = serde_yaml_ng::from_str(&yaml).unwrap();
     let router = build_router(&cfg, Arc::new(Metrics::new()), state.path())
         .await
         .unwrap();
     let t = Instant::now();
+    let cpu = cpu_secs();
     for a in batch {
         router.dispatch(a.clone()).await;
     }
     assert!(router.shutdown(Duration::from_secs(300)).await);
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu;
     assert!(
         delivered() >= batch.len(),
         "{label}: only {} delivered",
         delivered()
     );
     println!(
-        "{label:<44} {:>9.0} alerts/s  ({} alerts in {secs:.2} s)",
+        "{label:<44} {:>9.0} alerts/s  ({} alerts in {secs:.2} s; CPU {:.1} µs/alert incl. the mock)",
         batch.len() as f64 / secs,
-        batch.len()
+        batch.len(),
+        cpu * 1e6 / batch.len() as f64
     );
 }
 
