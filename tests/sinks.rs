@@ -51,6 +51,14 @@ fn cfgs(yaml: &str) -> Vec<SinkConfig> {
 /// Fast retries so that failure tests take milliseconds.
 const FAST: &str = "batch_timeout_ms: 20, retry_initial_ms: 5, retry_max_secs: 2";
 
+/// Exactly one batch of `n` (sent when the n-th alert arrives, however slow the machine),
+/// for tests whose scripted failures refer to positions in a batch.
+fn one_batch(n: usize) -> String {
+    format!(
+        "batch_max_events: {n}, batch_timeout_ms: 60000, retry_initial_ms: 5, retry_max_secs: 2"
+    )
+}
+
 fn hec_yaml(url: &str, extra: &str) -> String {
     format!(
         "- type: splunk_hec\n  endpoint: {url}\n  token: tok-123\n  delivery: {{{FAST}}}\n{extra}"
@@ -174,7 +182,11 @@ async fn hec_retries_busy_throttled_dropped_and_slow_then_delivers_once() {
     // Health check and token check pass first (2 requests), then the failures.
     let state = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::new());
-    let cfg = cfgs(&hec_yaml(&srv.url(), "  request_timeout_secs: 1\n"));
+    let cfg = cfgs(&format!(
+        "- type: splunk_hec\n  endpoint: {}\n  token: tok-123\n  request_timeout_secs: 1\n  delivery: {{{}}}\n",
+        srv.url(),
+        one_batch(10)
+    ));
     let router = build_router(&cfg, m.clone(), state.path()).await.unwrap();
     s.push(Action::Reply(
         503,
@@ -226,8 +238,9 @@ async fn hec_bad_event_is_dead_lettered_and_the_rest_resent() {
     let m = Arc::new(Metrics::new());
     let dl = state.path().join("dl.jsonl");
     let yaml = format!(
-        "- type: splunk_hec\n  endpoint: {}\n  token: tok-123\n  delivery: {{batch_max_events: 10, {FAST}, dead_letter: {}}}\n",
+        "- type: splunk_hec\n  endpoint: {}\n  token: tok-123\n  delivery: {{{}, dead_letter: {}}}\n",
         srv.url(),
+        one_batch(10),
         dl.display()
     );
     let router = build_router(&cfgs(&yaml), m.clone(), state.path())
@@ -376,7 +389,11 @@ async fn es_bulk_retries_only_429_and_5xx_items_and_dead_letters_mapping_errors(
     let state = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::new());
     let router = build_router(
-        &cfgs(&es_yaml(&srv.url(), "  setup_template: true\n")),
+        &cfgs(&format!(
+            "- type: elasticsearch\n  endpoint: {}\n  auth: {{type: api_key, key: a2V5OnNlY3JldA==}}\n  setup_template: true\n  delivery: {{{}}}\n",
+            srv.url(),
+            one_batch(6)
+        )),
         m.clone(),
         state.path(),
     )
