@@ -211,6 +211,22 @@ async fn syslog_over_tls() {
         .unwrap();
     check_rfc5424(&msg, 10 * 8 + 4);
     assert!(router.shutdown(Duration::from_secs(5)).await);
+
+    // A receiver whose certificate is not trusted is a configuration error at start.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server.clone());
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let _ = acceptor.accept(s).await;
+    });
+    let yaml = format!(
+        "- type: syslog\n  address: 127.0.0.1:{port}\n  transport: tls\n  server_name: localhost\n"
+    );
+    let err = build_router(&cfgs(&yaml), Arc::new(Metrics::new()), dir.path())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
 }
 
 /// A webhook receiver that requires a token header and records bodies.

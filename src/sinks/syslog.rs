@@ -487,6 +487,28 @@ impl Sink for SyslogSink {
         })
     }
 
+    fn healthcheck(&self) -> BoxFuture<'_, Result<(), super::HealthError>> {
+        Box::pin(async move {
+            // Connect (and handshake) once at start; keep the connection for the first batch.
+            match self.connect().await {
+                Ok(c) => {
+                    *self.conn.lock().await = Some(c);
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    Err(super::HealthError::Rejected(format!(
+                        "TLS handshake with {} failed: {e}; check `tls` and `server_name`",
+                        self.cfg.address
+                    )))
+                }
+                Err(e) => Err(super::HealthError::Unreachable(format!(
+                    "connect {}: {e}",
+                    self.cfg.address
+                ))),
+            }
+        })
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             if let Some(c) = self.conn.lock().await.as_mut() {

@@ -307,6 +307,14 @@ pub fn classify(
     reply: &HecReply,
     n: usize,
 ) -> SendOutcome {
+    if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+        // Re-sending the same batch cannot succeed: the limit is a server setting.
+        return SendOutcome::Fatal {
+            reason: format!(
+                "HTTP 413: request larger than Splunk's max_content_length (1 MB on Splunk Cloud); lower `delivery.batch_max_bytes` (batch of {n})"
+            ),
+        };
+    }
     let Some(code) = reply.code else {
         // No HEC body (a proxy, a load balancer): read the status alone.
         return http::classify(status, headers, raw);
