@@ -93,6 +93,56 @@ async fn hec_over_tls_with_a_custom_ca() {
     assert_eq!(srv2.h.ids().len(), 1);
 }
 
+#[tokio::test]
+async fn elasticsearch_with_a_client_certificate() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str, c: &str| {
+        let f = dir.path().join(n);
+        std::fs::write(&f, c).unwrap();
+        f
+    };
+    let (ca, cert, key) = (
+        p("ca.pem", &pki.ca_pem),
+        p("client.pem", &pki.client_cert_pem),
+        p("client.key", &pki.client_key_pem),
+    );
+    let srv = Server::start_tls(Bulk::new(None), pki.server_mtls.clone()).await;
+    let yaml = format!(
+        "- type: elasticsearch\n  endpoint: {}\n  tls: {{ca_file: {}, cert_file: {}, key_file: {}}}\n  delivery: {{{FAST}}}\n",
+        srv.https_url(),
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let router = build_router(&cfgs(&yaml), Arc::new(Metrics::new()), dir.path())
+        .await
+        .unwrap();
+    router.dispatch(alert(1, Level::High)).await;
+    assert!(router.shutdown(Duration::from_secs(5)).await);
+    assert_eq!(srv.h.docs.lock().len(), 1);
+
+    // Without the client certificate the server refuses the handshake.
+    let yaml = format!(
+        "- type: elasticsearch\n  name: nocert\n  endpoint: {}\n  healthcheck: false\n  tls: {{ca_file: {}}}\n  delivery: {{{FAST}}}\n",
+        srv.https_url(),
+        ca.display()
+    );
+    let m = Arc::new(Metrics::new());
+    let router = build_router(&cfgs(&yaml), m.clone(), dir.path())
+        .await
+        .unwrap();
+    router.dispatch(alert(2, Level::High)).await;
+    assert!(!router.shutdown(Duration::from_millis(500)).await);
+    assert_eq!(srv.h.docs.lock().len(), 1);
+    assert!(
+        m.value(
+            "audithawk_sink_failed_total",
+            &[("sink", "nocert"), ("reason", "retriable")]
+        ) > 0
+    );
+}
+
 /// Reads one octet-counted frame: `LEN SP MSG`.
 async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Option<String> {
     let mut len = Vec::new();

@@ -316,6 +316,12 @@ pub struct Pki {
     pub ca_pem: String,
     /// The server's rustls config.
     pub server: Arc<rustls::ServerConfig>,
+    /// The same server, requiring a client certificate signed by the CA.
+    pub server_mtls: Arc<rustls::ServerConfig>,
+    /// A client certificate signed by the CA, PEM.
+    pub client_cert_pem: String,
+    /// Its private key, PEM (PKCS#8).
+    pub client_key_pem: String,
 }
 
 impl Pki {
@@ -333,20 +339,43 @@ impl Pki {
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .unwrap();
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = || {
+            rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+        };
+        let chain = vec![cert.der().clone()];
+        let skey = || rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let server = builder()
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), skey())
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
         )
+        .build()
         .unwrap();
+        let server_mtls = builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, skey())
+            .unwrap();
+        let ckey = rcgen::KeyPair::generate().unwrap();
+        let mut cparams = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        cparams
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "audithawk");
+        cparams.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let ccert = cparams.signed_by(&ckey, &ca, &ca_key).unwrap();
         Pki {
             ca_pem: ca.pem(),
             server: Arc::new(server),
+            server_mtls: Arc::new(server_mtls),
+            client_cert_pem: ccert.pem(),
+            client_key_pem: ckey.serialize_pem(),
         }
     }
 }
