@@ -80,14 +80,20 @@ impl PipelineHandle {
 
     /// Queues `batch`, waiting for room.
     pub async fn submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        self.tx.send(batch).await.map_err(|e| SubmitError::Closed(e.0))?;
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|e| SubmitError::Closed(e.0))?;
         self.metrics.queue_depth.add(1);
         Ok(())
     }
 
     /// A handle with no workers behind it: the caller receives the batches. For tests of
     /// sources (they assert exactly what was accepted) and for embedding.
-    pub fn detached(capacity: usize, metrics: Arc<Metrics>) -> (PipelineHandle, mpsc::Receiver<Batch>) {
+    pub fn detached(
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (PipelineHandle, mpsc::Receiver<Batch>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (PipelineHandle { tx, metrics }, rx)
     }

@@ -374,6 +374,7 @@ enabled: true
 filter:
   verbs: {{exclude: [watch]}}
   namespaces: {{exclude: ["kube-*"]}}
+  detection: {{sel: {{objectRef.resource: [secrets, pods]}}, condition: sel}}
 sinks:
   - type: splunk_hec
     endpoint: {}
@@ -395,6 +396,7 @@ sinks:
         r#"{"auditID":"w","stage":"ResponseComplete","verb":"watch","objectRef":{"resource":"pods","namespace":"a"}}"#,
         r#"{"auditID":"k","stage":"ResponseComplete","verb":"get","objectRef":{"resource":"pods","namespace":"kube-system"}}"#,
         r#"{"auditID":"r","stage":"RequestReceived","verb":"get","objectRef":{"resource":"pods","namespace":"a"}}"#,
+        r#"{"auditID":"c","stage":"ResponseComplete","verb":"get","objectRef":{"resource":"configmaps","namespace":"a"}}"#,
         r#"{"auditID":"s","stage":"ResponseComplete","verb":"get","stageTimestamp":"2024-05-01T10:00:00.25Z",
             "objectRef":{"resource":"secrets","namespace":"prod","name":"db"},"requestURI":"/api/v1/namespaces/prod/secrets/db?token=hunter2",
             "responseObject":{"kind":"Secret","data":{"password":"c2VjcmV0"}}}"#,

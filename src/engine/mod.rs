@@ -53,9 +53,19 @@ impl Engine {
     }
 
     /// Processes one event, pushing any alerts into `out`.
-    pub fn process(&self, ev: &AuditEvent<'_>, now: DateTime<Utc>, out: &mut Vec<Alert>) -> Disposition {
+    pub fn process(
+        &self,
+        ev: &AuditEvent<'_>,
+        now: DateTime<Utc>,
+        out: &mut Vec<Alert>,
+    ) -> Disposition {
         let stage = ev.stage();
-        let key = Dedup::key(ev.cluster.as_deref(), ev.audit_id(), stage.as_str(), ev.raw.text());
+        let key = Dedup::key(
+            ev.cluster.as_deref(),
+            ev.audit_id(),
+            stage.as_str(),
+            ev.raw.text(),
+        );
         if self.dedup.seen(key) {
             self.metrics.duplicates.inc();
             return Disposition::Duplicate;

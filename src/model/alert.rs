@@ -378,18 +378,27 @@ impl Alert {
         };
         let obj = f.object_ref.as_ref();
         let resource_type = obj.and_then(|o| {
-            o.resource.as_deref().map(|r| match o.subresource.as_deref() {
-                Some(s) if !s.is_empty() => format!("{r}/{s}"),
-                _ => r.to_string(),
-            })
+            o.resource
+                .as_deref()
+                .map(|r| match o.subresource.as_deref() {
+                    Some(s) if !s.is_empty() => format!("{r}/{s}"),
+                    _ => r.to_string(),
+                })
         });
-        let api_version = obj.and_then(|o| match (o.api_group.as_deref(), o.api_version.as_deref()) {
-            (Some(g), Some(v)) if !g.is_empty() => Some(format!("{g}/{v}")),
-            (_, Some(v)) => Some(v.to_string()),
-            _ => None,
-        });
+        let api_version =
+            obj.and_then(
+                |o| match (o.api_group.as_deref(), o.api_version.as_deref()) {
+                    (Some(g), Some(v)) if !g.is_empty() => Some(format!("{g}/{v}")),
+                    (_, Some(v)) => Some(v.to_string()),
+                    _ => None,
+                },
+            );
         let user_name = ev.username().to_string();
-        let uri = f.request_uri.as_deref().map(redact::redact_uri).unwrap_or_default();
+        let uri = f
+            .request_uri
+            .as_deref()
+            .map(redact::redact_uri)
+            .unwrap_or_default();
         let techniques = rule.techniques();
         let id = alert_id(&rule.id, ev);
         let verb = ev.verb().to_string();
@@ -402,7 +411,11 @@ impl Alert {
                 .map(|n| format!("{n}/"))
                 .unwrap_or_default(),
             obj.and_then(|o| o.name.as_deref()).unwrap_or(""),
-            if user_name.is_empty() { "<unknown>" } else { &user_name },
+            if user_name.is_empty() {
+                "<unknown>"
+            } else {
+                &user_name
+            },
         );
         Alert {
             timestamp: ts.to_rfc3339_opts(SecondsFormat::Micros, true),
@@ -466,7 +479,9 @@ impl Alert {
             }),
             orchestrator: Orchestrator {
                 kind: "kubernetes".into(),
-                cluster: ev.cluster.as_deref().map(|c| Cluster { name: c.to_string() }),
+                cluster: ev.cluster.as_deref().map(|c| Cluster {
+                    name: c.to_string(),
+                }),
                 namespace: obj.and_then(|o| o.namespace.as_deref()).map(str::to_string),
                 resource: OrchResource {
                     kind: resource_type,
@@ -544,9 +559,16 @@ fn object_ref_json(o: &super::event::ObjectRef<'_>) -> Value {
 /// cluster objects are `configuration`; everything is `api`.
 fn categories(resource: &str) -> Vec<String> {
     let extra = match resource {
-        "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" | "serviceaccounts"
-        | "certificatesigningrequests" | "tokenreviews" | "selfsubjectaccessreviews"
-        | "selfsubjectrulesreviews" | "subjectaccessreviews" => Some("iam"),
+        "roles"
+        | "clusterroles"
+        | "rolebindings"
+        | "clusterrolebindings"
+        | "serviceaccounts"
+        | "certificatesigningrequests"
+        | "tokenreviews"
+        | "selfsubjectaccessreviews"
+        | "selfsubjectrulesreviews"
+        | "subjectaccessreviews" => Some("iam"),
         "" => None,
         _ => Some("configuration"),
     };
@@ -621,7 +643,10 @@ mod tests {
         assert_eq!(v["orchestrator"]["cluster"]["name"], "prod");
         assert_eq!(v["orchestrator"]["resource"]["type"], "secrets");
         assert_eq!(v["kubernetes"]["audit"]["responseStatus"]["code"], 200);
-        assert!(!a.to_json().contains("abc"), "token in URI must be redacted");
+        assert!(
+            !a.to_json().contains("abc"),
+            "token in URI must be redacted"
+        );
         // Stable id
         assert_eq!(a.event.id, Alert::new(&meta(), &ev, Utc::now()).event.id);
         assert_eq!(meta().tactics(), vec!["credential-access", "stealth"]);

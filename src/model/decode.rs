@@ -214,12 +214,15 @@ mod tests {
     fn run(text: &str) -> (Vec<String>, Vec<String>, bool) {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
-        let whole = decode_value(text, &Location::body(), DecodeLimits::default(), &mut |r| {
-            match r {
+        let whole = decode_value(
+            text,
+            &Location::body(),
+            DecodeLimits::default(),
+            &mut |r| match r {
                 Ok(e) => ok.push(e.audit_id().to_string()),
                 Err(e) => bad.push(e.to_string()),
-            }
-        });
+            },
+        );
         (ok, bad, whole.is_ok())
     }
 
@@ -259,12 +262,17 @@ mod tests {
         );
         let mut ok = 0;
         let mut bad = Vec::new();
-        decode_value(&body, &Location::body(), DecodeLimits { max_event_bytes: 100 }, &mut |r| {
-            match r {
+        decode_value(
+            &body,
+            &Location::body(),
+            DecodeLimits {
+                max_event_bytes: 100,
+            },
+            &mut |r| match r {
                 Ok(_) => ok += 1,
                 Err(e) => bad.push(e),
-            }
-        })
+            },
+        )
         .unwrap();
         assert_eq!(ok, 1);
         assert!(matches!(bad[0].error, EventError::TooLarge { .. }));

@@ -3,9 +3,10 @@
 //! so that analysts see the context around an alert in the same SIEM. Same driver, same
 //! guarantees (disk buffer, retries, dead letter) as alerts.
 //!
-//! The filter is a simple include/exclude list per field (verbs, resources, namespaces,
-//! users, stages), with `*` as a trailing wildcard, evaluated before the event is
-//! redacted, so that dropped events cost nothing more.
+//! The filter is an include/exclude list per field (verbs, resources, namespaces, users,
+//! stages), with `*` as a trailing wildcard, plus an optional Sigma `detection` block
+//! compiled by the rule engine (same modifiers, conditions and field names as rules). It
+//! is evaluated before the event is redacted, so that dropped events cost nothing more.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub struct RawFilter {
     /// `user.username`.
     #[serde(default)]
     pub users: Patterns,
+    /// A Sigma `detection` block (selections and `condition`) that events must also match,
+    /// e.g. `{sel: {verb: [create, delete]}, condition: sel}`.
+    #[serde(default)]
+    pub detection: Option<serde_yaml_ng::Value>,
 }
 
 impl Default for RawFilter {
@@ -81,7 +86,33 @@ impl Default for RawFilter {
             resources: Patterns::default(),
             namespaces: Patterns::default(),
             users: Patterns::default(),
+            detection: None,
         }
+    }
+}
+
+/// Compiles a Sigma `detection` block into a one-rule set.
+pub fn compile_detection(det: &serde_yaml_ng::Value) -> Result<crate::rules::RuleSet, Vec<String>> {
+    let det_text = serde_yaml_ng::to_string(det).map_err(|e| vec![e.to_string()])?;
+    let indented: String = det_text.lines().map(|l| format!("  {l}\n")).collect();
+    let doc = format!(
+        "title: raw forwarding filter\nid: 00000000-0000-4000-8000-00000000f11e\nlevel: informational\nlogsource: {{product: kubernetes, service: audit}}\ndetection:\n{indented}"
+    );
+    let label = "raw_forwarding.filter.detection";
+    match crate::rules::RuleSet::from_texts(&[(label, &doc)], &[], false) {
+        Ok((set, _warnings)) if set.rules().len() == 1 => Ok(set),
+        Ok((_, warnings)) => Err(if warnings.is_empty() {
+            vec![format!("`{label}` did not compile into a rule")]
+        } else {
+            warnings
+                .iter()
+                .map(|w| format!("`{label}`: {}", w.message))
+                .collect()
+        }),
+        Err(errs) => Err(errs
+            .iter()
+            .map(|e| format!("`{label}`: {}", e.message))
+            .collect()),
     }
 }
 
@@ -141,6 +172,11 @@ impl RawForwardConfig {
                     .to_string(),
             );
         }
+        if let Some(det) = &self.filter.detection {
+            if let Err(e) = compile_detection(det) {
+                p.extend(e);
+            }
+        }
         for s in &self.filter.stages {
             if Stage::parse_config(s).is_none() {
                 p.push(format!(
@@ -169,6 +205,8 @@ impl RawForwardConfig {
 #[derive(Debug)]
 pub struct RawForwarder {
     filter: RawFilter,
+    /// The compiled `filter.detection`, if any.
+    sigma: Option<crate::rules::RuleSet>,
     drivers: Vec<SinkDriver<AuditRecord>>,
     metrics: Arc<Metrics>,
 }
@@ -232,7 +270,12 @@ impl RawForwarder {
                     .map_err(|source| SinkBuildError::Driver { sink: name, source })?,
             );
         }
+        let sigma = match &cfg.filter.detection {
+            Some(d) => Some(compile_detection(d).map_err(SinkBuildError::Invalid)?),
+            None => None,
+        };
         Ok(Some(RawForwarder {
+            sigma,
             filter: cfg.filter.clone(),
             drivers,
             metrics,
@@ -242,11 +285,15 @@ impl RawForwarder {
     /// Whether `ev` passes the filter.
     pub fn accepts(&self, ev: &AuditEvent<'_>) -> bool {
         self.filter.accepts(ev)
+            && self
+                .sigma
+                .as_ref()
+                .is_none_or(|s| s.rules().iter().all(|r| r.matches(ev)))
     }
 
     /// Filters, redacts and queues `ev` to every raw sink (waits on full buffers).
     pub async fn offer(&self, ev: &AuditEvent<'_>) {
-        if !self.filter.accepts(ev) {
+        if !self.accepts(ev) {
             return;
         }
         let Some(rec) = record(ev) else {
@@ -331,6 +378,21 @@ mod tests {
         f.users.include.clear();
         f.stages = vec!["RequestReceived".into()];
         assert!(!f.accepts(&ev));
+        let set = compile_detection(
+            &serde_yaml_ng::from_str(
+                "{sel: {objectRef.resource: secrets, verb|contains: ge}, condition: sel}",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(set.rules()[0].matches(&ev));
+        let bad = compile_detection(
+            &serde_yaml_ng::from_str("{sel: {verb: get}, condition: nope}").unwrap(),
+        );
+        assert!(bad
+            .unwrap_err()
+            .join(" ")
+            .contains("raw_forwarding.filter.detection"));
         let r = record(&ev).unwrap();
         let text = r.event.get();
         assert!(

@@ -81,7 +81,10 @@ impl Metrics {
     pub fn count(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         let key = (
             name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect::<Labels>(),
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
         );
         if let Some(c) = self.counters.get(&key) {
             c.add(n);
@@ -94,7 +97,10 @@ impl Metrics {
     pub fn value(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
         let key = (
             name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect::<Labels>(),
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
         );
         self.counters.get(&key).map_or(0, |c| c.get())
     }
@@ -103,7 +109,10 @@ impl Metrics {
     pub fn gauge_add(&self, name: &'static str, labels: &[(&'static str, &str)], d: i64) {
         let key = (
             name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect::<Labels>(),
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
         );
         self.gauges.entry(key).or_default().add(d);
     }
@@ -112,7 +121,10 @@ impl Metrics {
     pub fn gauge_set(&self, name: &'static str, labels: &[(&'static str, &str)], v: i64) {
         let key = (
             name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect::<Labels>(),
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
         );
         self.gauges.entry(key).or_default().set(v);
     }
@@ -121,7 +133,10 @@ impl Metrics {
     pub fn gauge_value(&self, name: &'static str, labels: &[(&'static str, &str)]) -> i64 {
         let key = (
             name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect::<Labels>(),
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
         );
         self.gauges.get(&key).map_or(0, |g| g.get())
     }
@@ -193,7 +208,10 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, v) in simple {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
         let mut families: BTreeMap<(&str, &str), Vec<(String, i128)>> = BTreeMap::new();
         let render = |labels: &Labels| {
@@ -219,7 +237,11 @@ impl Metrics {
         }
         for ((name, kind), mut series) in families {
             series.sort();
-            let help = self.help.get(name).map(|h| *h).unwrap_or_else(|| default_help(name));
+            let help = self
+                .help
+                .get(name)
+                .map(|h| *h)
+                .unwrap_or_else(|| default_help(name));
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, v) in series {
                 if labels.is_empty() {
@@ -244,7 +266,9 @@ fn default_help(name: &str) -> &'static str {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -259,7 +283,10 @@ mod tests {
         m.alert("r1", Level::High);
         m.duplicates.inc();
         let t = m.render_prometheus();
-        assert!(t.contains("audithawk_events_received_total{source=\"webhook\"} 3"), "{t}");
+        assert!(
+            t.contains("audithawk_events_received_total{source=\"webhook\"} 3"),
+            "{t}"
+        );
         assert!(t.contains("audithawk_alerts_total{rule=\"r1\",level=\"high\"} 1"));
         assert!(t.contains("audithawk_duplicates_total 1"));
         assert_eq!(m.total("audithawk_events_received_total"), 3);
