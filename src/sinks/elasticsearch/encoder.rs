@@ -75,6 +75,25 @@ pub struct BulkItem {
 /// is stable, so this is a re-send of something delivered) count as delivered; 429 and 5xx
 /// are retried; other failures (mapping errors) are rejected with the reason.
 pub fn classify_items(body: &[u8], n: usize) -> SendOutcome {
+    /// First pass: `errors` only; the items stay unparsed text, as they are not needed
+    /// when nothing failed (the common case, and a 1000-item answer is large).
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        errors: bool,
+        #[serde(borrow, default)]
+        #[allow(dead_code)]
+        items: Option<&'a serde_json::value::RawValue>,
+    }
+    match serde_json::from_slice::<Head<'_>>(body) {
+        Ok(h) if !h.errors => return SendOutcome::Done,
+        Ok(_) => {}
+        Err(e) => {
+            return SendOutcome::Retry {
+                reason: format!("unreadable _bulk response: {e}"),
+                after: None,
+            }
+        }
+    }
     let resp: BulkResponse = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
