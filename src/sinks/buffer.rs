@@ -254,6 +254,11 @@ impl DiskBuffer {
     /// Appends one record; waits for room under `block`. Returns how many records were
     /// dropped to make room under `drop_oldest` (0 otherwise).
     pub async fn push(&self, payload: &[u8]) -> Result<u64, BufferError> {
+        self.push_seq(payload).await.map(|(_, dropped)| dropped)
+    }
+
+    /// Like [`DiskBuffer::push`], also returning the record's sequence number.
+    pub async fn push_seq(&self, payload: &[u8]) -> Result<(u64, u64), BufferError> {
         let frame_len = (HEADER + payload.len()) as u64;
         if frame_len > self.cfg.max_bytes || payload.len() as u64 > MAX_FRAME as u64 {
             return Err(BufferError::TooLarge(payload.len()));
@@ -284,9 +289,10 @@ impl DiskBuffer {
                 }
                 if inner.total_bytes + frame_len <= self.cfg.max_bytes {
                     self.append(&mut inner, &frame)?;
+                    let seq = inner.next_seq - 1;
                     drop(inner);
                     self.data.notify_one();
-                    return Ok(dropped);
+                    return Ok((seq, dropped));
                 }
             }
             freed.await;

@@ -12,10 +12,12 @@
 //! file, so an alert the engine handed over survives a crash of the process; it is removed
 //! only after the sink confirmed delivery (or it was dead-lettered).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -154,14 +156,41 @@ struct Entry<T> {
     since: Instant,
 }
 
+/// Records recently written to the disk buffer, by sequence number, kept in memory so that
+/// the reader need not decode them again (the common case: the reader is not far behind).
+/// Bounded; after a restart or a long outage the reader decodes from disk instead.
+struct Recent<T> {
+    items: Mutex<BTreeMap<u64, (T, Instant)>>,
+    cap: usize,
+}
+
+impl<T> Recent<T> {
+    fn put(&self, seq: u64, item: T) {
+        let mut m = self.items.lock();
+        m.insert(seq, (item, Instant::now()));
+        while m.len() > self.cap {
+            m.pop_first();
+        }
+    }
+
+    /// The record `seq` if still held; drops older ones (already read).
+    fn take(&self, seq: u64) -> Option<(T, Instant)> {
+        let mut m = self.items.lock();
+        while m.first_key_value().is_some_and(|(k, _)| *k < seq) {
+            m.pop_first();
+        }
+        m.remove(&seq)
+    }
+}
+
 enum Input<T> {
     Memory(mpsc::Sender<Entry<T>>),
-    Disk(Arc<DiskBuffer>),
+    Disk(Arc<DiskBuffer>, Arc<Recent<T>>),
 }
 
 enum Source<T> {
     Memory(mpsc::Receiver<Entry<T>>),
-    Disk(BufferReader),
+    Disk(BufferReader, Arc<Recent<T>>),
 }
 
 /// A running sink: its queue and its task.
@@ -246,7 +275,18 @@ impl<T: Record> SinkDriver<T> {
                     st.bytes as i64,
                 );
                 let reader = buf.reader();
-                (Input::Disk(buf), Source::Disk(reader))
+                let recent = Arc::new(Recent {
+                    items: Mutex::new(BTreeMap::new()),
+                    cap: if opts.capacity == 0 {
+                        10_000
+                    } else {
+                        opts.capacity
+                    },
+                });
+                (
+                    Input::Disk(buf, recent.clone()),
+                    Source::Disk(reader, recent),
+                )
             }
             None => {
                 let (tx, rx) = mpsc::channel(opts.capacity.max(1));
@@ -262,7 +302,7 @@ impl<T: Record> SinkDriver<T> {
             metrics: metrics.clone(),
             dead,
             buffer: match &input {
-                Input::Disk(b) => Some(b.clone()),
+                Input::Disk(b, _) => Some(b.clone()),
                 Input::Memory(_) => None,
             },
         });
@@ -313,8 +353,9 @@ impl<T: Record> SinkDriver<T> {
                     e.0.item
                 })
             }
-            Some(Input::Disk(buf)) => match buf.push(&item.to_bytes()).await {
-                Ok(dropped) => {
+            Some(Input::Disk(buf, recent)) => match buf.push_seq(&item.to_bytes()).await {
+                Ok((seq, dropped)) => {
+                    recent.put(seq, item);
                     if dropped > 0 {
                         self.metrics.count(
                             "audithawk_sink_dropped_total",
@@ -357,7 +398,7 @@ impl<T: Record> SinkDriver<T> {
     /// holds. Returns false if the deadline passed: then what is still in the disk buffer
     /// is delivered after the next start; without one it is lost (and logged).
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
-        if let Some(Input::Disk(buf)) = &self.input {
+        if let Some(Input::Disk(buf, _)) = &self.input {
             buf.close();
         }
         self.input = None;
@@ -401,11 +442,19 @@ impl<T: Record> Source<T> {
                 }
                 Some(v)
             }
-            Source::Disk(r) => {
+            Source::Disk(r, recent) => {
                 let raw = r.next_chunk(max).await?;
                 let now = Instant::now();
                 let mut v = Vec::with_capacity(raw.len());
                 for (seq, bytes) in raw {
+                    if let Some((item, since)) = recent.take(seq) {
+                        v.push(Entry {
+                            item,
+                            seq: Some(seq),
+                            since,
+                        });
+                        continue;
+                    }
                     match T::from_bytes(&bytes) {
                         Ok(item) => v.push(Entry {
                             item,
