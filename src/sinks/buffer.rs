@@ -557,8 +557,17 @@ impl BufferReader {
                 self.pos = Some((first, off, file));
                 break;
             }
-            // Segments are capped, so reading the rest of one at once stays bounded.
-            let data = read_range(&file, off, len - off)?;
+            // Read a window sized for `max` records (alerts are ~1 KiB), not the rest of the
+            // segment: the batcher asks often for few records. A first frame larger than
+            // the window is read whole, using its length header.
+            let want = ((max - out.len()) as u64 * 2048).clamp(64 * 1024, 4 * 1024 * 1024);
+            let mut window = (len - off).min(want);
+            if window < len - off && window >= HEADER as u64 {
+                let h = read_range(&file, off, HEADER as u64)?;
+                let flen = u32::from_le_bytes([h[0], h[1], h[2], h[3]]).min(MAX_FRAME) as u64;
+                window = window.max(HEADER as u64 + flen).min(len - off);
+            }
+            let data = read_range(&file, off, window)?;
             let mut at = 0usize;
             while out.len() < max {
                 let Some((payload, n)) = frame_at(&data, at) else {
@@ -644,6 +653,39 @@ mod tests {
         b.push(b"after").await.unwrap();
         let got = r.next_chunk(10).await.unwrap();
         assert_eq!(got, vec![(50, b"after".to_vec())]);
+    }
+
+    /// Regression: the reader reads a bounded window, so a record larger than the window
+    /// must still be read whole (and small ones after it, across window edges).
+    #[tokio::test]
+    async fn reads_records_larger_than_the_read_window() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = cfg(d.path(), 1 << 30, WhenFull::Block);
+        c.segment_bytes = 64 << 20;
+        let b = DiskBuffer::open(c).unwrap();
+        let big = |i: u8| vec![i; 300_000];
+        let mut want = Vec::new();
+        for i in 0..3u8 {
+            want.push(big(i));
+            for j in 0..100u32 {
+                want.push(format!("{i}-{j:0>900}").into_bytes());
+            }
+        }
+        for p in &want {
+            b.push(p).await.unwrap();
+        }
+        let mut r = b.reader();
+        let mut got = Vec::new();
+        for max in [1usize, 7, 50, 1, 1000, 3].iter().cycle() {
+            if got.len() == want.len() {
+                break;
+            }
+            for (seq, p) in r.next_chunk(*max).await.unwrap() {
+                assert_eq!(seq, got.len() as u64);
+                got.push(p);
+            }
+        }
+        assert!(got == want);
     }
 
     #[tokio::test]

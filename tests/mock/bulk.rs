@@ -80,6 +80,9 @@ impl Bulk {
                 r#"{"error":{"type":"illegal_argument_exception","reason":"Malformed action/metadata line"},"status":400}"#,
             );
         }
+        if self.count_only && special.is_none() {
+            return self.bulk_counting(&lines);
+        }
         let fail: HashMap<usize, (u16, &'static str)> = match special {
             Some(Special::BulkItems(v)) => v.into_iter().map(|(i, s, t)| (i, (s, t))).collect(),
             _ => HashMap::new(),
@@ -163,6 +166,68 @@ impl Bulk {
         Reply::json(
             200,
             json!({"took": 1, "errors": errors, "items": items}).to_string(),
+        )
+    }
+}
+
+impl Bulk {
+    /// The counting mode: borrowed parses of each action and source (still checking the
+    /// shape, `create` only, `_id`, `@timestamp`), ids kept for 409s, a text-built answer.
+    fn bulk_counting(&self, lines: &[&str]) -> Reply {
+        #[derive(serde::Deserialize)]
+        struct Meta<'a> {
+            #[serde(borrow)]
+            _index: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            _id: std::borrow::Cow<'a, str>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Action<'a> {
+            #[serde(borrow)]
+            create: Meta<'a>,
+        }
+        let mut items = String::with_capacity(lines.len() * 40);
+        let mut errors = false;
+        let mut created = self.created.lock();
+        for (i, pair) in lines.chunks(2).enumerate() {
+            let Ok(a) = serde_json::from_str::<Action<'_>>(pair[0]) else {
+                self.common.violation(format!(
+                    "_bulk action {i} is not a create with _index and _id"
+                ));
+                return Reply::json(
+                    400,
+                    r#"{"error":{"type":"illegal_argument_exception"},"status":400}"#,
+                );
+            };
+            if serde_json::from_str::<serde::de::IgnoredAny>(pair[1]).is_err()
+                || !pair[1].starts_with("{\"@timestamp\":")
+            {
+                self.common.violation(format!(
+                    "_bulk source {i} is not a JSON object with @timestamp"
+                ));
+            }
+            let status = if created.contains_key(a.create._id.as_ref()) {
+                self.conflicts.fetch_add(1, Ordering::SeqCst);
+                errors = true;
+                409
+            } else {
+                created.insert(a.create._id.to_string(), 1);
+                201
+            };
+            if i > 0 {
+                items.push(',');
+            }
+            items.push_str(&format!(
+                r#"{{"create":{{"_index":{},"_id":{},"status":{status}}}}}"#,
+                serde_json::to_string(a.create._index.as_ref()).unwrap_or_default(),
+                serde_json::to_string(a.create._id.as_ref()).unwrap_or_default()
+            ));
+        }
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        Reply::json(
+            200,
+            format!(r#"{{"took":1,"errors":{errors},"items":[{items}]}}"#),
         )
     }
 }
