@@ -26,12 +26,15 @@
 //! - [`telemetry`]: metrics (Prometheus text) and logging.
 //! - [`cli`]: the command line (`serve`, `tail`, `scan`, `demo`, `rules`, `config`).
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod generate;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
 pub mod rules;
 pub mod sinks;
 pub mod telemetry;

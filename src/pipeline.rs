@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::engine::{Disposition, Engine};
@@ -51,6 +51,30 @@ pub struct Batch {
     pub done: Option<oneshot::Sender<()>>,
 }
 
+/// Where a handle sends batches.
+#[derive(Debug, Clone)]
+enum Queues {
+    /// The workers' queues, one per worker.
+    Workers(Arc<[mpsc::Sender<Traced>]>),
+    /// One queue whose receiver the caller holds ([`PipelineHandle::detached`]).
+    Detached(mpsc::Sender<Batch>),
+}
+
+/// A batch and the span it was submitted under (the webhook request's), so that the
+/// engine's span is its child in traces.
+type Traced = (Batch, tracing::Span);
+
+/// The worker that owns the batch's cluster: a batch goes to the worker its cluster hashes
+/// to, so one cluster's events are evaluated in order.
+fn queue_index(workers: usize, batch: &Batch) -> usize {
+    let cluster = batch
+        .events
+        .first()
+        .and_then(|e| e.cluster.as_deref())
+        .unwrap_or("");
+    (xxhash_rust::xxh3::xxh3_64(cluster.as_bytes()) % workers as u64) as usize
+}
+
 /// Why a batch was not queued.
 #[derive(Debug)]
 pub enum SubmitError {
@@ -63,27 +87,43 @@ pub enum SubmitError {
 /// The sending side of the pipeline; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PipelineHandle {
-    tx: mpsc::Sender<Batch>,
+    /// One queue per worker. A batch goes to the worker its cluster hashes to, so the events
+    /// of one cluster are evaluated in arrival order by one worker: correlation windows see
+    /// them in order (within the allowed lateness) however many workers run, and results
+    /// are the same as with one thread. Clusters spread over the workers.
+    tx: Queues,
     metrics: Arc<Metrics>,
 }
 
 impl PipelineHandle {
     /// Queues `batch` if there is room, without waiting.
     pub fn try_submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        self.tx.try_send(batch).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(b) => SubmitError::Full(b),
-            mpsc::error::TrySendError::Closed(b) => SubmitError::Closed(b),
-        })?;
+        use mpsc::error::TrySendError;
+        match &self.tx {
+            Queues::Workers(qs) => qs[queue_index(qs.len(), &batch)]
+                .try_send((batch, tracing::Span::current()))
+                .map_err(|e| match e {
+                    TrySendError::Full((b, _)) => SubmitError::Full(b),
+                    TrySendError::Closed((b, _)) => SubmitError::Closed(b),
+                })?,
+            Queues::Detached(q) => q.try_send(batch).map_err(|e| match e {
+                TrySendError::Full(b) => SubmitError::Full(b),
+                TrySendError::Closed(b) => SubmitError::Closed(b),
+            })?,
+        }
         self.metrics.queue_depth.add(1);
         Ok(())
     }
 
     /// Queues `batch`, waiting for room.
     pub async fn submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        self.tx
-            .send(batch)
-            .await
-            .map_err(|e| SubmitError::Closed(e.0))?;
+        match &self.tx {
+            Queues::Workers(qs) => qs[queue_index(qs.len(), &batch)]
+                .send((batch, tracing::Span::current()))
+                .await
+                .map_err(|e| SubmitError::Closed(e.0 .0))?,
+            Queues::Detached(q) => q.send(batch).await.map_err(|e| SubmitError::Closed(e.0))?,
+        }
         self.metrics.queue_depth.add(1);
         Ok(())
     }
@@ -95,12 +135,21 @@ impl PipelineHandle {
         metrics: Arc<Metrics>,
     ) -> (PipelineHandle, mpsc::Receiver<Batch>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (PipelineHandle { tx, metrics }, rx)
+        (
+            PipelineHandle {
+                tx: Queues::Detached(tx),
+                metrics,
+            },
+            rx,
+        )
     }
 
-    /// Whether the queue has room for one more batch.
+    /// Whether every queue has room for one more batch.
     pub fn has_room(&self) -> bool {
-        self.tx.capacity() > 0
+        match &self.tx {
+            Queues::Workers(qs) => qs.iter().all(|t| t.capacity() > 0),
+            Queues::Detached(q) => q.capacity() > 0,
+        }
     }
 
     /// The shared metrics.
@@ -114,6 +163,10 @@ impl PipelineHandle {
 pub struct Pipeline {
     workers: Vec<JoinHandle<()>>,
     router: Arc<Router>,
+    engine: Arc<Engine>,
+    /// Wall-clock work of the correlation engine (idle flush, sweep, snapshots).
+    ticker: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -125,27 +178,70 @@ impl Pipeline {
         queue_capacity: usize,
         metrics: Arc<Metrics>,
     ) -> (Pipeline, PipelineHandle) {
-        let (tx, rx) = mpsc::channel::<Batch>(queue_capacity.max(1));
-        // One receiver shared by the workers: whichever is idle takes the next batch.
-        let rx = Arc::new(Mutex::new(rx));
+        let workers = workers.max(1);
+        // The capacity is shared out so that the total queued stays `queue_capacity`.
+        let per_worker = queue_capacity.div_ceil(workers).max(1);
         let router = Arc::new(router);
-        let workers = (0..workers.max(1))
-            .map(|_| {
-                let rx = rx.clone();
-                let engine = engine.clone();
-                let router = router.clone();
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let next = rx.lock().await.recv().await;
-                        let Some(batch) = next else { break };
-                        metrics.queue_depth.add(-1);
-                        process_batch(&engine, &router, &metrics, batch).await;
+        let mut senders = Vec::with_capacity(workers);
+        let mut tasks = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, mut rx) = mpsc::channel::<Traced>(per_worker);
+            senders.push(tx);
+            let engine: Arc<Engine> = engine.clone();
+            let router = router.clone();
+            let metrics = metrics.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some((batch, parent)) = rx.recv().await {
+                    metrics.queue_depth.add(-1);
+                    let span = tracing::info_span!(
+                        parent: &parent,
+                        crate::telemetry::otel::SPAN_ENGINE_BATCH,
+                        events = batch.events.len()
+                    );
+                    tracing::Instrument::instrument(
+                        process_batch(&engine, &router, &metrics, batch),
+                        span,
+                    )
+                    .await;
+                }
+            }));
+        }
+        let workers = tasks;
+        let tx = Queues::Workers(Arc::from(senders));
+        let ticker = engine.correlator().cloned().map(|c| {
+            let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+            let router = router.clone();
+            let metrics = metrics.clone();
+            let task = tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = &mut stop_rx => break,
                     }
-                })
-            })
-            .collect();
-        (Pipeline { workers, router }, PipelineHandle { tx, metrics })
+                    let mut alerts = Vec::new();
+                    if let Err(e) = c.tick(std::time::Instant::now(), &mut alerts) {
+                        tracing::warn!(error = %e, "Correlation state tick failed.");
+                    }
+                    for a in alerts {
+                        metrics.alert(&a.rule.id, a.rule.level);
+                        router.dispatch(Arc::new(a)).await;
+                    }
+                }
+            });
+            (task, stop_tx)
+        });
+        (
+            Pipeline {
+                workers,
+                router,
+                engine,
+                ticker,
+                metrics: metrics.clone(),
+            },
+            PipelineHandle { tx, metrics },
+        )
     }
 
     /// Waits for the workers to drain the queue (every handle must be dropped first), then
@@ -153,6 +249,19 @@ impl Pipeline {
     pub async fn shutdown(self, deadline: Duration) -> bool {
         for w in self.workers {
             let _ = w.await;
+        }
+        if let Some((task, stop)) = self.ticker {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        // Held correlation records are saved, not flushed: after a restart they are applied
+        // in order with the events that follow.
+        if let Some(c) = self.engine.correlator() {
+            if let Err(e) = c.save() {
+                tracing::error!(error = %e, "Saving correlation state failed; windows restart empty.");
+                self.metrics
+                    .count("audithawk_state_save_errors_total", &[], 1);
+            }
         }
         match Arc::try_unwrap(self.router) {
             Ok(router) => router.shutdown(deadline).await,

@@ -402,21 +402,31 @@ impl Alert {
         let techniques = rule.techniques();
         let id = alert_id(&rule.id, ev);
         let verb = ev.verb().to_string();
-        let message = format!(
-            "{}: {} {} {}{} by {}",
-            rule.title,
-            verb,
-            resource_type.as_deref().unwrap_or(&uri),
-            obj.and_then(|o| o.namespace.as_deref())
-                .map(|n| format!("{n}/"))
-                .unwrap_or_default(),
-            obj.and_then(|o| o.name.as_deref()).unwrap_or(""),
-            if user_name.is_empty() {
-                "<unknown>"
-            } else {
-                &user_name
-            },
-        );
+        let object = match (
+            obj.and_then(|o| o.namespace.as_deref()),
+            obj.and_then(|o| o.name.as_deref()),
+        ) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (Some(ns), None) => format!("in {ns}"),
+            (None, Some(n)) => n.to_string(),
+            (None, None) => String::new(),
+        };
+        let what = resource_type.as_deref().unwrap_or(&uri);
+        let who = if user_name.is_empty() {
+            "<unknown>"
+        } else {
+            &user_name
+        };
+        let message = [rule.title.as_str(), ":", &verb, what, &object, "by", who]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .fold(String::new(), |mut acc, p| {
+                if !acc.is_empty() && *p != ":" {
+                    acc.push(' ');
+                }
+                acc.push_str(p);
+                acc
+            });
         Alert {
             timestamp: ts.to_rfc3339_opts(SecondsFormat::Micros, true),
             event: AlertEvent {

@@ -17,9 +17,12 @@
 //! - [`lint`]: load problems plus rules that can never match.
 //! - [`examples`]: each rule's own positive/negative example events.
 
+pub mod catalog;
 pub(crate) mod compile;
 pub(crate) mod condition;
+pub mod correlation;
 pub mod examples;
+pub mod falco;
 pub(crate) mod index;
 pub mod lint;
 pub mod lists;

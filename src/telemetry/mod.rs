@@ -6,6 +6,7 @@
 //! source, reason, rule id, level, sink, cluster, never user or namespace.
 
 pub mod logging;
+pub mod otel;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -146,6 +147,17 @@ impl Metrics {
         self.counters
             .iter()
             .filter(|e| e.key().0 == name)
+            .map(|e| e.value().get())
+            .sum()
+    }
+
+    /// Sum of `name` over the label sets where `label` equals `value`.
+    pub fn sum_where(&self, name: &'static str, label: &str, value: &str) -> u64 {
+        self.counters
+            .iter()
+            .filter(|e| {
+                e.key().0 == name && e.key().1.iter().any(|(k, v)| *k == label && v == value)
+            })
             .map(|e| e.value().get())
             .sum()
     }
