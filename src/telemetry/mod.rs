@@ -68,6 +68,7 @@ pub struct Metrics {
     /// Batches waiting in the pipeline queue.
     pub queue_depth: Gauge,
     counters: DashMap<(&'static str, Labels), Counter>,
+    gauges: DashMap<(&'static str, Labels), Gauge>,
     help: DashMap<&'static str, &'static str>,
 }
 
@@ -103,6 +104,42 @@ impl Metrics {
                 .collect::<Labels>(),
         );
         self.counters.get(&key).map_or(0, |c| c.get())
+    }
+
+    /// Adds `d` (may be negative) to the labelled gauge `name{labels}`.
+    pub fn gauge_add(&self, name: &'static str, labels: &[(&'static str, &str)], d: i64) {
+        let key = (
+            name,
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
+        );
+        self.gauges.entry(key).or_default().add(d);
+    }
+
+    /// Sets the labelled gauge `name{labels}` to `v`.
+    pub fn gauge_set(&self, name: &'static str, labels: &[(&'static str, &str)], v: i64) {
+        let key = (
+            name,
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
+        );
+        self.gauges.entry(key).or_default().set(v);
+    }
+
+    /// The value of the labelled gauge `name{labels}` (0 when never set).
+    pub fn gauge_value(&self, name: &'static str, labels: &[(&'static str, &str)]) -> i64 {
+        let key = (
+            name,
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
+        );
+        self.gauges.get(&key).map_or(0, |g| g.get())
     }
 
     /// Sum of `name` over all label sets.
@@ -188,27 +225,36 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
             );
         }
-        let mut families: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
-        for e in self.counters.iter() {
-            let (name, labels) = e.key();
-            let rendered = labels
+        let mut families: BTreeMap<(&str, &str), Vec<(String, i128)>> = BTreeMap::new();
+        let render = |labels: &Labels| {
+            labels
                 .iter()
                 .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
                 .collect::<Vec<_>>()
-                .join(",");
+                .join(",")
+        };
+        for e in self.counters.iter() {
+            let (name, labels) = e.key();
             families
-                .entry(name)
+                .entry((name, "counter"))
                 .or_default()
-                .push((rendered, e.value().get()));
+                .push((render(labels), e.value().get() as i128));
         }
-        for (name, mut series) in families {
+        for e in self.gauges.iter() {
+            let (name, labels) = e.key();
+            families
+                .entry((name, "gauge"))
+                .or_default()
+                .push((render(labels), e.value().get() as i128));
+        }
+        for ((name, kind), mut series) in families {
             series.sort();
             let help = self
                 .help
                 .get(name)
                 .map(|h| *h)
                 .unwrap_or_else(|| default_help(name));
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, v) in series {
                 if labels.is_empty() {
                     let _ = writeln!(out, "{name} {v}");
