@@ -10,15 +10,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::config::{Config, SinkConfig};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::ingest::webhook::{WebhookConfig, WebhookServer};
 use crate::pipeline::{Pipeline, PipelineHandle};
-use crate::sinks::file::{FileSink, FileSinkConfig};
-use crate::sinks::stdout::StdoutSink;
-use crate::sinks::{BatchPolicy, RetryPolicy, Router, Sink, SinkDriver};
+use crate::sinks::Router;
 use crate::telemetry::Metrics;
 
 /// Errors that stop a long-running command.
@@ -45,49 +42,20 @@ pub enum AppError {
     Other(String),
 }
 
-/// Builds one driver per configured sink.
-pub fn build_router(sinks: &[SinkConfig], metrics: &Arc<Metrics>) -> Result<Router, AppError> {
-    let mut drivers = Vec::new();
-    for (index, s) in sinks.iter().enumerate() {
-        let (sink, route, kind): (Arc<dyn Sink>, _, &'static str) = match s {
-            SinkConfig::Stdout { format, route } => {
-                (Arc::new(StdoutSink::new(*format)), route, "stdout")
-            }
-            SinkConfig::File {
-                path,
-                max_bytes,
-                keep,
-                route,
-            } => {
-                let sink = FileSink::open(FileSinkConfig {
-                    path: path.clone(),
-                    max_bytes: *max_bytes,
-                    keep: *keep,
-                })
-                .map_err(|e| AppError::Sink {
-                    index,
-                    kind: "file",
-                    message: format!("{}: {e}", path.display()),
-                })?;
-                (Arc::new(sink), route, "file")
-            }
-        };
-        let _ = kind;
-        // Terminal sinks flush quickly; a short batch timeout keeps alerts prompt.
-        let batch = BatchPolicy {
-            timeout: Duration::from_millis(100),
-            ..BatchPolicy::default()
-        };
-        drivers.push(SinkDriver::spawn(
-            sink,
-            route.to_route(),
-            batch,
-            RetryPolicy::default(),
-            10_000,
-            metrics.clone(),
-        ));
-    }
-    Ok(Router::new(drivers))
+/// Builds the configured sinks (health checks and set-up included) under
+/// `<data_dir>/sinks/`, and the raw-event forwarder when enabled.
+pub async fn build_outputs(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<(Router, Option<crate::sinks::raw::RawForwarder>), AppError> {
+    let router = crate::sinks::config::build_router(&cfg.sinks, metrics.clone(), &cfg.data_dir)
+        .await
+        .map_err(|e| AppError::Other(format!("sinks: {e}")))?;
+    let forwarder =
+        crate::sinks::raw::RawForwarder::start(&cfg.raw_forwarding, metrics.clone(), &cfg.data_dir)
+            .await
+            .map_err(|e| AppError::Other(format!("raw_forwarding: {e}")))?;
+    Ok((router, forwarder))
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -115,19 +83,20 @@ pub async fn shutdown_signal() {
 }
 
 /// Starts the pipeline with the configured sinks.
-pub fn start_pipeline(
+pub async fn start_pipeline(
     cfg: &Config,
     engine: Arc<Engine>,
     metrics: &Arc<Metrics>,
 ) -> Result<(Pipeline, PipelineHandle), AppError> {
-    let router = build_router(&cfg.sinks, metrics)?;
+    let (router, forwarder) = build_outputs(cfg, metrics).await?;
     let workers = match cfg.engine.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    Ok(Pipeline::start(
+    Ok(Pipeline::start_with_forwarder(
         engine,
         router,
+        forwarder,
         workers,
         cfg.engine.queue_capacity,
         metrics.clone(),
@@ -176,7 +145,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics).await?;
     let server = WebhookServer::bind(webhook_config(cfg)?, handle, metrics.clone()).await?;
     tracing::info!(addr = %server.local_addr(), "Listening for audit events.");
     server.run(shutdown).await?;
@@ -216,7 +185,7 @@ pub async fn tail(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics).await?;
     let res = crate::ingest::tail::run(tail_config(cfg), handle, metrics.clone(), shutdown).await;
     // Drain even when the tailer failed: what it handed over is still delivered.
     finish(pipeline, cfg).await;
@@ -248,7 +217,7 @@ pub async fn demo(
     metrics: Arc<Metrics>,
     batch: usize,
 ) -> Result<DemoReport, AppError> {
-    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics).await?;
     let wcfg = WebhookConfig {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         default_cluster: Some("demo".into()),

@@ -477,10 +477,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
 /// Replaces the configured sinks with one stdout sink when `--format` is given.
 fn stdout_override(cfg: &mut Config, format: Option<Format>) {
     if let Some(format) = format {
-        cfg.sinks = vec![crate::config::SinkConfig::Stdout {
-            format,
-            route: Default::default(),
-        }];
+        cfg.sinks = vec![crate::config::SinkConfig::Stdout(
+            crate::sinks::config::StdoutConfig {
+                format,
+                route: Default::default(),
+            },
+        )];
     }
 }
 
@@ -528,13 +530,17 @@ fn cmd_serve(mut cfg: Config, args: ServeArgs, log: &LogSettings) -> Result<i32>
 }
 
 fn cmd_demo(mut cfg: Config, args: DemoArgs) -> Result<i32> {
-    cfg.sinks = vec![crate::config::SinkConfig::Stdout {
-        format: args.format,
-        route: crate::config::RouteConfig {
-            min_level: Some(args.min_level),
-            ..Default::default()
+    cfg.sinks = vec![crate::config::SinkConfig::Stdout(
+        crate::sinks::config::StdoutConfig {
+            format: args.format,
+            route: crate::config::RouteConfig {
+                min_level: Some(args.min_level),
+                ..Default::default()
+            },
         },
-    }];
+    )];
+    // The demo has no disk-buffered sinks; keep anything it might write out of system paths.
+    cfg.data_dir = std::env::temp_dir().join(format!("audithawk-demo-{}", std::process::id()));
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
     let report =

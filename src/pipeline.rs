@@ -166,6 +166,8 @@ pub struct Pipeline {
     engine: Arc<Engine>,
     /// Wall-clock work of the correlation engine (idle flush, sweep, snapshots).
     ticker: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
+    /// Raw audit-event forwarding, when enabled.
+    forwarder: Option<Arc<crate::sinks::raw::RawForwarder>>,
     metrics: Arc<Metrics>,
 }
 
@@ -178,10 +180,24 @@ impl Pipeline {
         queue_capacity: usize,
         metrics: Arc<Metrics>,
     ) -> (Pipeline, PipelineHandle) {
+        Self::start_with_forwarder(engine, router, None, workers, queue_capacity, metrics)
+    }
+
+    /// As [`Pipeline::start`], also offering every accepted, non-duplicate event to the raw
+    /// forwarder (which filters and redacts it).
+    pub fn start_with_forwarder(
+        engine: Arc<Engine>,
+        router: Router,
+        forwarder: Option<crate::sinks::raw::RawForwarder>,
+        workers: usize,
+        queue_capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Pipeline, PipelineHandle) {
         let workers = workers.max(1);
         // The capacity is shared out so that the total queued stays `queue_capacity`.
         let per_worker = queue_capacity.div_ceil(workers).max(1);
         let router = Arc::new(router);
+        let forwarder = forwarder.map(Arc::new);
         let mut senders = Vec::with_capacity(workers);
         let mut tasks = Vec::with_capacity(workers);
         for _ in 0..workers {
@@ -190,6 +206,7 @@ impl Pipeline {
             let engine: Arc<Engine> = engine.clone();
             let router = router.clone();
             let metrics = metrics.clone();
+            let forwarder = forwarder.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some((batch, parent)) = rx.recv().await {
                     metrics.queue_depth.add(-1);
@@ -199,7 +216,13 @@ impl Pipeline {
                         events = batch.events.len()
                     );
                     tracing::Instrument::instrument(
-                        process_batch(&engine, &router, &metrics, batch),
+                        process_batch_forwarding(
+                            &engine,
+                            &router,
+                            forwarder.as_deref(),
+                            &metrics,
+                            batch,
+                        ),
                         span,
                     )
                     .await;
@@ -238,6 +261,7 @@ impl Pipeline {
                 router,
                 engine,
                 ticker,
+                forwarder,
                 metrics: metrics.clone(),
             },
             PipelineHandle { tx, metrics },
@@ -263,21 +287,45 @@ impl Pipeline {
                     .count("audithawk_state_save_errors_total", &[], 1);
             }
         }
-        match Arc::try_unwrap(self.router) {
+        let mut ok = match Arc::try_unwrap(self.router) {
             Ok(router) => router.shutdown(deadline).await,
             Err(_) => false,
+        };
+        if let Some(f) = self.forwarder {
+            ok &= match Arc::try_unwrap(f) {
+                Ok(f) => f.shutdown(deadline).await,
+                Err(_) => false,
+            };
         }
+        ok
     }
 }
 
 /// Evaluates one batch and dispatches its alerts.
 pub async fn process_batch(engine: &Engine, router: &Router, metrics: &Metrics, batch: Batch) {
+    process_batch_forwarding(engine, router, None, metrics, batch).await
+}
+
+/// As [`process_batch`], offering each non-duplicate event to the raw forwarder.
+pub async fn process_batch_forwarding(
+    engine: &Engine,
+    router: &Router,
+    forwarder: Option<&crate::sinks::raw::RawForwarder>,
+    metrics: &Metrics,
+    batch: Batch,
+) {
     let now = chrono::Utc::now();
     let mut alerts = Vec::new();
     let mut evaluated = 0u64;
     for ev in &batch.events {
-        if engine.process(ev, now, &mut alerts) == Disposition::Evaluated {
+        let disposition = engine.process(ev, now, &mut alerts);
+        if disposition == Disposition::Evaluated {
             evaluated += 1;
+        }
+        if let Some(f) = forwarder {
+            if disposition != Disposition::Duplicate {
+                f.offer(ev).await;
+            }
         }
     }
     metrics.evaluated.add(evaluated);

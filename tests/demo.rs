@@ -30,12 +30,15 @@ async fn demo_alerts_match_golden_and_scan() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("alerts.jsonl");
     let cfg = Config {
-        sinks: vec![SinkConfig::File {
+        sinks: vec![SinkConfig::File(audithawk::sinks::config::FileConfig {
+            name: None,
             path: out.clone(),
             max_bytes: 0,
             keep: 1,
             route: RouteConfig::default(),
-        }],
+            delivery: Default::default(),
+        })],
+        data_dir: dir.path().join("data"),
         ..Config::default()
     };
     let metrics = Arc::new(Metrics::new());
