@@ -676,7 +676,13 @@ async fn deliver<T: Record>(ctx: &Ctx<T>, mut batch: Vec<Entry<T>>) {
     let mut attempt = 0u32;
     let mut items: Vec<T> = batch.iter().map(|e| e.item.clone()).collect();
     while !batch.is_empty() {
-        let outcome = ctx.sink.send(&items).await;
+        // One span per attempt (exported when OTLP tracing is on, sampled).
+        let span = tracing::info_span!(
+            crate::telemetry::otel::SPAN_SINK_SEND,
+            sink = %ctx.name,
+            items = items.len()
+        );
+        let outcome = tracing::Instrument::instrument(ctx.sink.send(&items), span).await;
         match outcome {
             SendOutcome::Done => {
                 ctx.delivered(&batch);
