@@ -1,6 +1,683 @@
-//! The command line. (Being implemented.)
+//! The command line: parses arguments, loads config and rules, and runs one command.
+//!
+//! This is the edge of the program: errors become messages on stderr and exit codes here
+//! (anyhow is used only in this module). Exit codes: 0 success; 1 the command ran and
+//! found what it was asked to fail on (`scan --fail-on`, `rules test`, `rules lint`,
+//! `config check`); 2 usage, configuration or rule errors that stopped it from running.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+use crate::engine::Engine;
+use crate::ingest::scan::{scan, ScanOptions};
+use crate::model::Level;
+use crate::rules::{LoadOptions, RuleSet};
+use crate::sinks::stdout::{render, Format};
+use crate::telemetry::{logging, Metrics};
+
+/// audithawk: Kubernetes audit-log streaming analyzer.
+#[derive(Debug, Parser)]
+#[command(name = "audithawk", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (YAML); defaults are embedded (`audithawk config default`).
+    #[arg(long, short = 'c', global = true, env = "AUDITHAWK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level (trace, debug, info, warn, error); AUDITHAWK_LOG overrides.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Rule sources, accepted by every command that evaluates rules.
+#[derive(Debug, Clone, Args, Default)]
+pub struct RuleArgs {
+    /// Add a user rule directory or file (repeatable).
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Add a user list file for `|expand` placeholders (repeatable).
+    #[arg(long = "lists", value_name = "FILE")]
+    pub lists: Vec<PathBuf>,
+    /// Load a Falco rules file as it is (repeatable).
+    #[arg(long = "rules-falco", value_name = "FILE")]
+    pub rules_falco: Vec<PathBuf>,
+    /// Do not load the built-in rules.
+    #[arg(long)]
+    pub no_builtin: bool,
+    /// Start even if some rules are broken (they are skipped and reported).
+    #[arg(long)]
+    pub skip_broken_rules: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// See it work: replay a bundled attack story through the real webhook and print the alerts.
+    Demo(DemoArgs),
+    /// Run the webhook backend receiver: POST /audit and /audit/{cluster}.
+    Serve(ServeArgs),
+    /// Follow JSON-lines audit logs through rotation, resuming from a durable checkpoint.
+    Tail(TailArgs),
+    /// Scan audit logs offline: files, directories (recursively, in time order), .gz, or `-` for stdin.
+    Scan(ScanArgs),
+    /// Generate realistic audit traffic (JSON lines), optionally with attack scenarios.
+    Generate(crate::generate::GenArgs),
+    /// Manage rules: list, test, lint.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Alert output.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Events per EventList request (the API server sends up to 400).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// `serve` arguments (they override the config file).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address (default 0.0.0.0:8443).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// PEM certificate chain; with --tls-key enables TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// File holding the bearer token the API server must send.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Cluster name for `POST /audit` (the path `/audit/{cluster}` overrides it).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Alerts to stdout in this format (replaces the configured sinks).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// `tail` arguments (they override the config file).
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Files or glob patterns to follow (added to `tail.paths`).
+    #[arg(value_name = "FILE|GLOB")]
+    pub paths: Vec<String>,
+    /// Checkpoint file (default /var/lib/audithawk/tail.checkpoint).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Where to start in a file without a checkpoint.
+    #[arg(long, value_enum)]
+    pub from: Option<crate::config::StartAt>,
+    /// Cluster name attached to events and alerts.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Alerts to stdout in this format (replaces the configured sinks).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// `scan` arguments.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Inputs: files, directories, or `-` for stdin.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Alert output: readable lines or JSON lines.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Exit with status 1 when an alert at or above this level fired (for CI).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+    pub fail_on: Option<Level>,
+    /// Cluster name attached to events and alerts.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// No summary on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// `rules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Print the rule catalog (id, level, tactic, technique, title).
+    List {
+        /// Rule sources.
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+    /// Check rules: load and compile them, warn about rules that can never match.
+    Lint {
+        /// Rule directories or files to lint (default: the built-in rules).
+        paths: Vec<PathBuf>,
+        /// Extra list files for `|expand`.
+        #[arg(long = "lists", value_name = "FILE")]
+        lists: Vec<PathBuf>,
+    },
+    /// Convert Falco rules to Sigma where they can be expressed; lists the rest with the reason.
+    ImportFalco {
+        /// Falco rule files (later files override and append, as in Falco).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Directory to write the Sigma rules into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Run every rule's positive and negative examples; non-zero on failure.
+    Test {
+        /// Rule directories or files (default: the built-in rules).
+        paths: Vec<PathBuf>,
+        /// Extra list files for `|expand`.
+        #[arg(long = "lists", value_name = "FILE")]
+        lists: Vec<PathBuf>,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file, listing every problem with its line.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the embedded default configuration (every key, documented).
+    Default,
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    Level::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of informational, low, medium, high, critical"))
+}
 
 /// Runs the CLI; returns the process exit code.
 pub fn run() -> i32 {
-    0
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("audithawk: {e:#}");
+            2
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| anyhow!("{e}")),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(cli: &Cli, cfg: &Config) {
+    let json = cli.log_format.unwrap_or(cfg.logging.format) == LogFormat::Json;
+    logging::init(json, cli.log_level.as_deref().unwrap_or(&cfg.logging.level));
+}
+
+/// Rule load options from config plus command-line flags (flags add to the config).
+pub fn load_options(cfg: &Config, args: &RuleArgs) -> LoadOptions {
+    let mut dirs = cfg.rules.dirs.clone();
+    dirs.extend(args.rules.iter().cloned());
+    let mut lists = cfg.rules.lists.clone();
+    lists.extend(args.lists.iter().cloned());
+    LoadOptions {
+        builtin: cfg.rules.builtin && !args.no_builtin,
+        dirs,
+        lists,
+        skip_broken: cfg.rules.skip_broken || args.skip_broken_rules,
+    }
+}
+
+/// Loads the Falco rule files from config and flags (none: `None`), printing warnings;
+/// fails listing every error.
+pub fn load_falco(
+    cfg: &Config,
+    args: &RuleArgs,
+) -> Result<Option<Arc<crate::rules::falco::FalcoRuleSet>>> {
+    let mut files = cfg.rules.falco.clone();
+    files.extend(args.rules_falco.iter().cloned());
+    if files.is_empty() {
+        return Ok(None);
+    }
+    match crate::rules::falco::FalcoRuleSet::load_files(&files) {
+        Ok((set, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(Some(Arc::new(set)))
+        }
+        Err(errors) => {
+            let mut msg = format!("{} Falco rule error(s):", errors.len());
+            for e in errors {
+                msg.push_str(&format!("\n  {e}"));
+            }
+            Err(anyhow!(msg))
+        }
+    }
+}
+
+/// Loads every rule source and builds the engine.
+pub fn build_engine(cfg: &Config, args: &RuleArgs, metrics: &Arc<Metrics>) -> Result<Engine> {
+    let rules = load_rules(&load_options(cfg, args))?;
+    let falco = load_falco(cfg, args)?;
+    let correlator = build_correlator(cfg, &rules, metrics)?;
+    let mut engine =
+        Engine::new(Arc::new(rules), cfg.engine.dedup_capacity, metrics.clone()).with_falco(falco);
+    if let Some(c) = correlator {
+        engine = engine.with_correlator(c);
+    }
+    Ok(engine)
+}
+
+/// The correlation engine, when anything needs it (correlation rules, tuning, a default
+/// re-alert interval); restores its snapshot when `state.state_dir` is set.
+pub fn build_correlator(
+    cfg: &Config,
+    rules: &RuleSet,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<crate::engine::correlate::Correlator>>> {
+    let needed = !rules.correlations().is_empty()
+        || cfg.tuning.is_some()
+        || cfg.state.default_suppress.is_some();
+    if !needed {
+        return Ok(None);
+    }
+    let c = crate::engine::correlate::Correlator::new(rules, cfg.state_config(metrics.clone()))
+        .map_err(|errors| {
+            let mut msg = format!("{} correlation rule error(s):", errors.len());
+            for e in errors {
+                msg.push_str(&format!("\n  {e}"));
+            }
+            anyhow!(msg)
+        })?;
+    let restored = c
+        .load()
+        .map_err(|e| anyhow!("restoring correlation state: {e}"))?;
+    tracing::debug!(?restored, "Correlation state restored.");
+    Ok(Some(Arc::new(c)))
+}
+
+/// Loads and compiles the rules, printing warnings; fails listing every error.
+pub fn load_rules(opts: &LoadOptions) -> Result<RuleSet> {
+    match RuleSet::load(opts) {
+        Ok((set, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(set)
+        }
+        Err(errors) => {
+            let mut msg = format!(
+                "{} rule error(s); fix them or pass --skip-broken-rules:",
+                errors.len()
+            );
+            for e in errors {
+                msg.push_str(&format!("\n  {e}"));
+            }
+            Err(anyhow!(msg))
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    let cfg = load_config(cli.config.as_ref())?;
+    // The demo's own plain-HTTP loopback server would log a warning meant for production;
+    // keep its terminal output to the alerts unless asked otherwise.
+    if matches!(cli.command, Command::Demo(_)) && cli.log_level.is_none() {
+        logging::init(false, "error");
+    }
+    init_logging(&cli, &cfg);
+    match cli.command {
+        Command::Demo(args) => cmd_demo(cfg, args),
+        Command::Generate(args) => {
+            let stats = crate::generate::run_args(&args).map_err(|e| anyhow!("{e}"))?;
+            tracing::info!(?stats, "Generated.");
+            Ok(0)
+        }
+        Command::Serve(args) => cmd_serve(cfg, args),
+        Command::Tail(args) => cmd_tail(cfg, args),
+        Command::Scan(args) => cmd_scan(&cfg, args),
+        Command::Rules(cmd) => cmd_rules(&cfg, cmd),
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", crate::config::DEFAULT_YAML);
+            Ok(0)
+        }
+        Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(0)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                Ok(1)
+            }
+        },
+    }
+}
+
+/// Replaces the configured sinks with one stdout sink when `--format` is given.
+fn stdout_override(cfg: &mut Config, format: Option<Format>) {
+    if let Some(format) = format {
+        cfg.sinks = vec![crate::config::SinkConfig::Stdout {
+            format,
+            route: Default::default(),
+        }];
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn cmd_serve(mut cfg: Config, args: ServeArgs) -> Result<i32> {
+    if let Some(l) = args.listen {
+        cfg.serve.listen = l;
+    }
+    if args.tls_cert.is_some() {
+        cfg.serve.tls.cert = args.tls_cert;
+        cfg.serve.tls.key = args.tls_key;
+    }
+    if args.client_ca.is_some() {
+        cfg.serve.tls.client_ca = args.client_ca;
+    }
+    if let Some(t) = args.token_file {
+        cfg.serve.bearer_token = None;
+        cfg.serve.bearer_token_file = Some(t);
+    }
+    if args.cluster.is_some() {
+        cfg.cluster = args.cluster;
+    }
+    stdout_override(&mut cfg, args.format);
+    // Flags bypass the file's validation, so validate the merged result again.
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|(k, m)| format!("`{k}`: {m}"))
+            .collect();
+        return Err(anyhow!("invalid settings:\n  {}", list.join("\n  ")));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
+    runtime()?.block_on(crate::app::serve(
+        &cfg,
+        engine,
+        metrics,
+        crate::app::shutdown_signal(),
+    ))?;
+    Ok(0)
+}
+
+fn cmd_demo(mut cfg: Config, args: DemoArgs) -> Result<i32> {
+    stdout_override(&mut cfg, Some(args.format));
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
+    let report =
+        runtime()?.block_on(crate::app::demo(&cfg, engine, metrics.clone(), args.batch))?;
+    let alerts = metrics.total("audithawk_alerts_total");
+    let mut by_level = String::new();
+    for level in Level::ALL.iter().rev() {
+        let n: u64 = metrics.sum_where("audithawk_alerts_total", "level", level.as_str());
+        if n > 0 {
+            by_level.push_str(&format!(" {n} {level},"));
+        }
+    }
+    eprintln!(
+        "\ndemo: {} events POSTed as {} EventList requests to {} ({} accepted); {} alerts:{}",
+        report.events,
+        report.requests,
+        report.url,
+        report.accepted,
+        alerts,
+        by_level.trim_end_matches(',')
+    );
+    eprintln!("next: `audithawk scan <your audit logs>` or `audithawk serve` (docs/webhook.md)");
+    Ok(0)
+}
+
+fn cmd_tail(mut cfg: Config, args: TailArgs) -> Result<i32> {
+    cfg.tail.paths.extend(args.paths);
+    if let Some(c) = args.checkpoint {
+        cfg.tail.checkpoint = c;
+    }
+    if let Some(f) = args.from {
+        cfg.tail.from = f;
+    }
+    if args.cluster.is_some() {
+        cfg.cluster = args.cluster;
+    }
+    stdout_override(&mut cfg, args.format);
+    if cfg.tail.paths.is_empty() {
+        return Err(anyhow!(
+            "nothing to follow: give FILE|GLOB arguments or set `tail.paths`"
+        ));
+    }
+    validate_merged(&cfg)?;
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
+    runtime()?.block_on(crate::app::tail(
+        &cfg,
+        engine,
+        metrics,
+        crate::app::shutdown_signal(),
+    ))?;
+    Ok(0)
+}
+
+/// Flags bypass the file's validation, so the merged settings are validated again.
+fn validate_merged(cfg: &Config) -> Result<()> {
+    let problems = cfg.validate();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems
+        .iter()
+        .map(|(k, m)| format!("`{k}`: {m}"))
+        .collect();
+    Err(anyhow!("invalid settings:\n  {}", list.join("\n  ")))
+}
+
+fn cmd_scan(cfg: &Config, args: ScanArgs) -> Result<i32> {
+    let metrics = Arc::new(Metrics::new());
+    let engine = build_engine(cfg, &args.rules, &metrics)?;
+    let opts = ScanOptions {
+        paths: args.paths,
+        cluster: args.cluster.or_else(|| cfg.cluster.clone()),
+        max_event_bytes: cfg.serve.max_event_bytes,
+        progress: !args.no_progress,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let mut write_err: Option<std::io::Error> = None;
+    let summary = scan(&opts, &engine, &metrics, &mut |a| {
+        if write_err.is_none() {
+            if let Err(e) = writeln!(out, "{}", render(&a, args.format)) {
+                write_err = Some(e);
+            }
+        }
+    });
+    if let Some(c) = engine.correlator() {
+        c.save()
+            .map_err(|e| anyhow!("saving correlation state: {e}"))?;
+    }
+    if let Err(e) = out.flush() {
+        write_err.get_or_insert(e);
+    }
+    drop(out);
+    if let Some(e) = write_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing alerts");
+        }
+    }
+    if !args.quiet {
+        eprint!("{}", summary.render());
+    }
+    let failed = args
+        .fail_on
+        .is_some_and(|min| summary.max_level().is_some_and(|l| l >= min));
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn cmd_rules(cfg: &Config, cmd: RulesCommand) -> Result<i32> {
+    match cmd {
+        RulesCommand::List { rules } => {
+            let set = load_rules(&load_options(cfg, &rules))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<38} {:<13} {:<22} {:<12} TITLE",
+                "ID", "LEVEL", "TACTIC", "TECHNIQUE"
+            )?;
+            for r in set.rules() {
+                let m = &r.meta;
+                writeln!(
+                    out,
+                    "{:<38} {:<13} {:<22} {:<12} {}",
+                    m.id,
+                    m.level.as_str(),
+                    m.tactics().first().map(String::as_str).unwrap_or("-"),
+                    m.techniques().first().map(String::as_str).unwrap_or("-"),
+                    m.title
+                )?;
+            }
+            Ok(0)
+        }
+        RulesCommand::ImportFalco { files, out } => {
+            let set = match crate::rules::falco::FalcoRuleSet::load_files(&files) {
+                Ok((set, _warnings)) => set,
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("error: {e}");
+                    }
+                    return Ok(1);
+                }
+            };
+            let (converted, skipped) = crate::rules::falco::to_sigma(&set);
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, yaml) in &converted {
+                let path = out.join(name);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{} rules written to {}", converted.len(), out.display());
+            if !skipped.is_empty() {
+                println!(
+                    "{} rules not expressible in Sigma (load them with --rules-falco instead):",
+                    skipped.len()
+                );
+                for (rule, why) in &skipped {
+                    println!("  {rule}: {why}");
+                }
+            }
+            Ok(0)
+        }
+        RulesCommand::Test { paths, lists } => {
+            let opts = LoadOptions {
+                builtin: paths.is_empty(),
+                dirs: paths,
+                lists,
+                skip_broken: false,
+            };
+            let set = match RuleSet::load(&opts) {
+                Ok((set, _)) => set,
+                Err(errors) => {
+                    for e in &errors {
+                        println!("error: {e}");
+                    }
+                    return Ok(1);
+                }
+            };
+            let mut failures: Vec<String> = crate::rules::examples::run(&set)
+                .iter()
+                .map(|f| f.to_string())
+                .collect();
+            let single = set.rules().len();
+            match crate::engine::correlate::Correlator::new(
+                &set,
+                crate::engine::state::StateConfig::default(),
+            ) {
+                Ok(c) => failures.extend(
+                    c.run_examples(&|ev, out| set.evaluate(ev, out))
+                        .iter()
+                        .map(|f| f.to_string()),
+                ),
+                Err(errors) => failures.extend(errors.iter().map(|e| e.to_string())),
+            }
+            for f in &failures {
+                println!("FAIL {f}");
+            }
+            println!(
+                "{} rules and {} correlations: {} example failure(s)",
+                single,
+                set.correlations().len(),
+                failures.len()
+            );
+            Ok(if failures.is_empty() { 0 } else { 1 })
+        }
+        RulesCommand::Lint { paths, lists } => {
+            let opts = LoadOptions {
+                builtin: paths.is_empty(),
+                dirs: paths,
+                lists,
+                skip_broken: false,
+            };
+            match RuleSet::load(&opts) {
+                Ok((set, warnings)) => {
+                    for w in &warnings {
+                        println!("warning: {w}");
+                    }
+                    println!(
+                        "{} rules loaded, {} warnings",
+                        set.rules().len(),
+                        warnings.len()
+                    );
+                    Ok(0)
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        println!("error: {e}");
+                    }
+                    Ok(1)
+                }
+            }
+        }
+    }
 }

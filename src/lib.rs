@@ -26,6 +26,7 @@
 //! - [`telemetry`]: metrics (Prometheus text) and logging.
 //! - [`cli`]: the command line (`serve`, `tail`, `scan`, `demo`, `rules`, `config`).
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -80,14 +80,20 @@ impl PipelineHandle {
 
     /// Queues `batch`, waiting for room.
     pub async fn submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        self.tx.send(batch).await.map_err(|e| SubmitError::Closed(e.0))?;
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|e| SubmitError::Closed(e.0))?;
         self.metrics.queue_depth.add(1);
         Ok(())
     }
 
     /// A handle with no workers behind it: the caller receives the batches. For tests of
     /// sources (they assert exactly what was accepted) and for embedding.
-    pub fn detached(capacity: usize, metrics: Arc<Metrics>) -> (PipelineHandle, mpsc::Receiver<Batch>) {
+    pub fn detached(
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (PipelineHandle, mpsc::Receiver<Batch>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (PipelineHandle { tx, metrics }, rx)
     }
@@ -108,6 +114,10 @@ impl PipelineHandle {
 pub struct Pipeline {
     workers: Vec<JoinHandle<()>>,
     router: Arc<Router>,
+    engine: Arc<Engine>,
+    /// Wall-clock work of the correlation engine (idle flush, sweep, snapshots).
+    ticker: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -126,7 +136,7 @@ impl Pipeline {
         let workers = (0..workers.max(1))
             .map(|_| {
                 let rx = rx.clone();
-                let engine = engine.clone();
+                let engine: Arc<Engine> = engine.clone();
                 let router = router.clone();
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
@@ -139,7 +149,40 @@ impl Pipeline {
                 })
             })
             .collect();
-        (Pipeline { workers, router }, PipelineHandle { tx, metrics })
+        let ticker = engine.correlator().cloned().map(|c| {
+            let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+            let router = router.clone();
+            let metrics = metrics.clone();
+            let task = tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = &mut stop_rx => break,
+                    }
+                    let mut alerts = Vec::new();
+                    if let Err(e) = c.tick(std::time::Instant::now(), &mut alerts) {
+                        tracing::warn!(error = %e, "Correlation state tick failed.");
+                    }
+                    for a in alerts {
+                        metrics.alert(&a.rule.id, a.rule.level);
+                        router.dispatch(Arc::new(a)).await;
+                    }
+                }
+            });
+            (task, stop_tx)
+        });
+        (
+            Pipeline {
+                workers,
+                router,
+                engine,
+                ticker,
+                metrics: metrics.clone(),
+            },
+            PipelineHandle { tx, metrics },
+        )
     }
 
     /// Waits for the workers to drain the queue (every handle must be dropped first), then
@@ -147,6 +190,19 @@ impl Pipeline {
     pub async fn shutdown(self, deadline: Duration) -> bool {
         for w in self.workers {
             let _ = w.await;
+        }
+        if let Some((task, stop)) = self.ticker {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        // Held correlation records are saved, not flushed: after a restart they are applied
+        // in order with the events that follow.
+        if let Some(c) = self.engine.correlator() {
+            if let Err(e) = c.save() {
+                tracing::error!(error = %e, "Saving correlation state failed; windows restart empty.");
+                self.metrics
+                    .count("audithawk_state_save_errors_total", &[], 1);
+            }
         }
         match Arc::try_unwrap(self.router) {
             Ok(router) => router.shutdown(deadline).await,

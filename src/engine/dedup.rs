@@ -76,7 +76,10 @@ mod tests {
         let c = Dedup::key(None, "c", "ResponseComplete", "{1}");
         assert!(!d.seen(a));
         assert!(d.seen(a));
-        assert!(!d.seen(a2), "same auditID, different content is not a duplicate");
+        assert!(
+            !d.seen(a2),
+            "same auditID, different content is not a duplicate"
+        );
         assert!(!d.seen(b));
         assert!(!d.seen(c));
         assert!(!d.seen(a), "evicted after capacity");

@@ -171,8 +171,14 @@ fn read_plain<R: BufRead>(
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end.max(start)]
 }
 
@@ -249,17 +255,28 @@ fn read_line_bounded<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> io
     }
 }
 
-fn read_documents<R: Read>(r: R, f: &mut RecordFn<'_>, stats: &mut ReadStats) -> Result<(), ReadError> {
+fn read_documents<R: Read>(
+    r: R,
+    f: &mut RecordFn<'_>,
+    stats: &mut ReadStats,
+) -> Result<(), ReadError> {
     let mut counting = Counting { inner: r, n: 0 };
     let mut index = 0usize;
     let result = {
-        let stream = serde_json::Deserializer::from_reader(&mut counting).into_iter::<Box<RawValue>>();
+        let stream =
+            serde_json::Deserializer::from_reader(&mut counting).into_iter::<Box<RawValue>>();
         let mut err = None;
         for item in stream {
             match item {
                 Ok(v) => {
                     stats.records += 1;
-                    f(Ok((v.get(), Location { line: None, item: Some(index) })));
+                    f(Ok((
+                        v.get(),
+                        Location {
+                            line: None,
+                            item: Some(index),
+                        },
+                    )));
                     index += 1;
                 }
                 Err(e) => {
@@ -302,7 +319,13 @@ impl<'de> Visitor<'de> for ArraySeed<'_, '_> {
         let mut i = 0usize;
         while let Some(v) = seq.next_element::<Box<RawValue>>()? {
             self.stats.records += 1;
-            (self.f)(Ok((v.get(), Location { line: None, item: Some(i) })));
+            (self.f)(Ok((
+                v.get(),
+                Location {
+                    line: None,
+                    item: Some(i),
+                },
+            )));
             i += 1;
         }
         Ok(())
@@ -313,7 +336,12 @@ fn read_array<R: Read>(r: R, f: &mut RecordFn<'_>, stats: &mut ReadStats) -> Res
     let mut counting = Counting { inner: r, n: 0 };
     let res = {
         let mut de = serde_json::Deserializer::from_reader(&mut counting);
-        ArraySeed { f, stats: &mut *stats }.deserialize(&mut de).and_then(|()| de.end())
+        ArraySeed {
+            f,
+            stats: &mut *stats,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
     };
     stats.bytes = counting.n;
     res.map_err(|e| {
@@ -347,7 +375,10 @@ mod tests {
     fn json_lines_with_bad_line_and_blank_lines() {
         let (l, ok, bad, err) = collect(b"{\"a\":1}\n\n{bad\n{\"b\":2}\n");
         assert_eq!(l, Layout::Lines);
-        assert_eq!(ok, vec!["line 1={\"a\":1}", "line 3={bad", "line 4={\"b\":2}"]);
+        assert_eq!(
+            ok,
+            vec!["line 1={\"a\":1}", "line 3={bad", "line 4={\"b\":2}"]
+        );
         assert!(bad.is_empty() && err.is_none());
     }
 
@@ -390,7 +421,10 @@ mod tests {
         let cut = &gz[..gz.len() / 2];
         let (_, ok, _, err) = collect(cut);
         assert!(ok.len() < 200);
-        assert!(err.unwrap().contains("truncated"), "truncated gzip must be reported");
+        assert!(
+            err.unwrap().contains("truncated"),
+            "truncated gzip must be reported"
+        );
     }
 
     #[test]

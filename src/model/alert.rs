@@ -378,32 +378,55 @@ impl Alert {
         };
         let obj = f.object_ref.as_ref();
         let resource_type = obj.and_then(|o| {
-            o.resource.as_deref().map(|r| match o.subresource.as_deref() {
-                Some(s) if !s.is_empty() => format!("{r}/{s}"),
-                _ => r.to_string(),
-            })
+            o.resource
+                .as_deref()
+                .map(|r| match o.subresource.as_deref() {
+                    Some(s) if !s.is_empty() => format!("{r}/{s}"),
+                    _ => r.to_string(),
+                })
         });
-        let api_version = obj.and_then(|o| match (o.api_group.as_deref(), o.api_version.as_deref()) {
-            (Some(g), Some(v)) if !g.is_empty() => Some(format!("{g}/{v}")),
-            (_, Some(v)) => Some(v.to_string()),
-            _ => None,
-        });
+        let api_version =
+            obj.and_then(
+                |o| match (o.api_group.as_deref(), o.api_version.as_deref()) {
+                    (Some(g), Some(v)) if !g.is_empty() => Some(format!("{g}/{v}")),
+                    (_, Some(v)) => Some(v.to_string()),
+                    _ => None,
+                },
+            );
         let user_name = ev.username().to_string();
-        let uri = f.request_uri.as_deref().map(redact::redact_uri).unwrap_or_default();
+        let uri = f
+            .request_uri
+            .as_deref()
+            .map(redact::redact_uri)
+            .unwrap_or_default();
         let techniques = rule.techniques();
         let id = alert_id(&rule.id, ev);
         let verb = ev.verb().to_string();
-        let message = format!(
-            "{}: {} {} {}{} by {}",
-            rule.title,
-            verb,
-            resource_type.as_deref().unwrap_or(&uri),
-            obj.and_then(|o| o.namespace.as_deref())
-                .map(|n| format!("{n}/"))
-                .unwrap_or_default(),
-            obj.and_then(|o| o.name.as_deref()).unwrap_or(""),
-            if user_name.is_empty() { "<unknown>" } else { &user_name },
-        );
+        let object = match (
+            obj.and_then(|o| o.namespace.as_deref()),
+            obj.and_then(|o| o.name.as_deref()),
+        ) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (Some(ns), None) => format!("in {ns}"),
+            (None, Some(n)) => n.to_string(),
+            (None, None) => String::new(),
+        };
+        let what = resource_type.as_deref().unwrap_or(&uri);
+        let who = if user_name.is_empty() {
+            "<unknown>"
+        } else {
+            &user_name
+        };
+        let message = [rule.title.as_str(), ":", &verb, what, &object, "by", who]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .fold(String::new(), |mut acc, p| {
+                if !acc.is_empty() && *p != ":" {
+                    acc.push(' ');
+                }
+                acc.push_str(p);
+                acc
+            });
         Alert {
             timestamp: ts.to_rfc3339_opts(SecondsFormat::Micros, true),
             event: AlertEvent {
@@ -466,7 +489,9 @@ impl Alert {
             }),
             orchestrator: Orchestrator {
                 kind: "kubernetes".into(),
-                cluster: ev.cluster.as_deref().map(|c| Cluster { name: c.to_string() }),
+                cluster: ev.cluster.as_deref().map(|c| Cluster {
+                    name: c.to_string(),
+                }),
                 namespace: obj.and_then(|o| o.namespace.as_deref()).map(str::to_string),
                 resource: OrchResource {
                     kind: resource_type,
@@ -544,9 +569,16 @@ fn object_ref_json(o: &super::event::ObjectRef<'_>) -> Value {
 /// cluster objects are `configuration`; everything is `api`.
 fn categories(resource: &str) -> Vec<String> {
     let extra = match resource {
-        "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" | "serviceaccounts"
-        | "certificatesigningrequests" | "tokenreviews" | "selfsubjectaccessreviews"
-        | "selfsubjectrulesreviews" | "subjectaccessreviews" => Some("iam"),
+        "roles"
+        | "clusterroles"
+        | "rolebindings"
+        | "clusterrolebindings"
+        | "serviceaccounts"
+        | "certificatesigningrequests"
+        | "tokenreviews"
+        | "selfsubjectaccessreviews"
+        | "selfsubjectrulesreviews"
+        | "subjectaccessreviews" => Some("iam"),
         "" => None,
         _ => Some("configuration"),
     };
@@ -621,7 +653,10 @@ mod tests {
         assert_eq!(v["orchestrator"]["cluster"]["name"], "prod");
         assert_eq!(v["orchestrator"]["resource"]["type"], "secrets");
         assert_eq!(v["kubernetes"]["audit"]["responseStatus"]["code"], 200);
-        assert!(!a.to_json().contains("abc"), "token in URI must be redacted");
+        assert!(
+            !a.to_json().contains("abc"),
+            "token in URI must be redacted"
+        );
         // Stable id
         assert_eq!(a.event.id, Alert::new(&meta(), &ev, Utc::now()).event.id);
         assert_eq!(meta().tactics(), vec!["credential-access", "stealth"]);

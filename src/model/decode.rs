@@ -167,10 +167,51 @@ pub fn decode_value<'a>(
             };
         }
     }
+    // Several values in one text (JSON lines posted as a body, or concatenated objects):
+    // decode each, as items of the body.
+    if let Some(n) = decode_stream(text, loc, limits, out) {
+        if n > 0 {
+            return Ok(());
+        }
+    }
     Err(DecodeError {
         location: loc.clone(),
         error: first_err,
     })
+}
+
+/// Decodes a text holding several JSON values one after another. Returns how many values
+/// were found, or `None` when the text is a single (broken) value. A syntax error after
+/// the first value is reported for the rest of the text.
+fn decode_stream<'a>(
+    text: &'a str,
+    loc: &Location,
+    limits: DecodeLimits,
+    out: &mut dyn FnMut(Decoded<'a>),
+) -> Option<usize> {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&'a RawValue>();
+    let first = stream.next()?.ok()?;
+    if stream.byte_offset() >= text.len() {
+        return None;
+    }
+    decode_item(first.get(), &loc.with_item(0), limits, out);
+    let mut n = 1;
+    for item in stream {
+        match item {
+            Ok(v) => {
+                decode_item(v.get(), &loc.with_item(n), limits, out);
+                n += 1;
+            }
+            Err(e) => {
+                out(Err(DecodeError {
+                    location: loc.with_item(n),
+                    error: EventError::Invalid(format!("{e}; rest of the body skipped")),
+                }));
+                break;
+            }
+        }
+    }
+    Some(n)
 }
 
 fn looks_like_list(text: &str) -> bool {
@@ -214,12 +255,15 @@ mod tests {
     fn run(text: &str) -> (Vec<String>, Vec<String>, bool) {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
-        let whole = decode_value(text, &Location::body(), DecodeLimits::default(), &mut |r| {
-            match r {
+        let whole = decode_value(
+            text,
+            &Location::body(),
+            DecodeLimits::default(),
+            &mut |r| match r {
                 Ok(e) => ok.push(e.audit_id().to_string()),
                 Err(e) => bad.push(e.to_string()),
-            }
-        });
+            },
+        );
         (ok, bad, whole.is_ok())
     }
 
@@ -245,6 +289,18 @@ mod tests {
     }
 
     #[test]
+    fn concatenated_and_newline_separated_events() {
+        let (ok, bad, whole) = run("{\"auditID\":\"a\",\"verb\":\"get\"}\n{\"auditID\":\"b\",\"verb\":\"get\"}{\"auditID\":\"c\",\"verb\":\"get\"}");
+        assert!(whole);
+        assert_eq!(ok, vec!["a", "b", "c"]);
+        assert!(bad.is_empty());
+        let (ok, bad, whole) = run("{\"auditID\":\"a\",\"verb\":\"get\"}\n{broken");
+        assert!(whole);
+        assert_eq!(ok, vec!["a"]);
+        assert!(bad[0].starts_with("item 1:"), "{bad:?}");
+    }
+
+    #[test]
     fn garbage_is_unusable() {
         assert!(!run("not json").2);
         assert!(!run(r#"{"kind": 0}"#).2);
@@ -259,12 +315,17 @@ mod tests {
         );
         let mut ok = 0;
         let mut bad = Vec::new();
-        decode_value(&body, &Location::body(), DecodeLimits { max_event_bytes: 100 }, &mut |r| {
-            match r {
+        decode_value(
+            &body,
+            &Location::body(),
+            DecodeLimits {
+                max_event_bytes: 100,
+            },
+            &mut |r| match r {
                 Ok(_) => ok += 1,
                 Err(e) => bad.push(e),
-            }
-        })
+            },
+        )
         .unwrap();
         assert_eq!(ok, 1);
         assert!(matches!(bad[0].error, EventError::TooLarge { .. }));

@@ -299,7 +299,12 @@ pub struct EventFields<'a> {
     #[serde(default = "unknown_stage")]
     pub stage: Stage,
     /// The request URI as sent by the client.
-    #[serde(borrow, default, rename = "requestURI", deserialize_with = "de_opt_cow")]
+    #[serde(
+        borrow,
+        default,
+        rename = "requestURI",
+        deserialize_with = "de_opt_cow"
+    )]
     pub request_uri: Option<Cow<'a, str>>,
     /// Kubernetes verb (`get`, `list`, `create`, ...).
     #[serde(borrow, default, deserialize_with = "de_opt_cow")]
@@ -311,7 +316,12 @@ pub struct EventFields<'a> {
     #[serde(borrow, default)]
     pub impersonated_user: Option<UserInfo<'a>>,
     /// Source IPs; all but the last are client-controlled.
-    #[serde(borrow, default, rename = "sourceIPs", deserialize_with = "de_cow_list")]
+    #[serde(
+        borrow,
+        default,
+        rename = "sourceIPs",
+        deserialize_with = "de_cow_list"
+    )]
     pub source_ips: Vec<Cow<'a, str>>,
     /// User agent as reported by the client.
     #[serde(borrow, default, deserialize_with = "de_opt_cow")]
@@ -404,8 +414,8 @@ impl<'a> AuditEvent<'a> {
                 // Parse borrowed from the local string, then detach: one extra copy of the
                 // strings, only on the (rare) unwrap path.
                 let fields = {
-                    let f: EventFields<'_> = serde_json::from_str(&t)
-                        .map_err(|e| EventError::Invalid(e.to_string()))?;
+                    let f: EventFields<'_> =
+                        serde_json::from_str(&t).map_err(|e| EventError::Invalid(e.to_string()))?;
                     check_event(&f)?;
                     f.into_owned()
                 };
@@ -469,10 +479,14 @@ impl<'a> AuditEvent<'a> {
     /// `timestamp`. `None` when none parses.
     pub fn event_time(&self) -> Option<DateTime<Utc>> {
         let f = &self.fields;
-        [&f.stage_timestamp, &f.request_received_timestamp, &f.timestamp]
-            .into_iter()
-            .filter_map(|t| t.as_deref())
-            .find_map(parse_timestamp)
+        [
+            &f.stage_timestamp,
+            &f.request_received_timestamp,
+            &f.timestamp,
+        ]
+        .into_iter()
+        .filter_map(|t| t.as_deref())
+        .find_map(parse_timestamp)
     }
 }
 

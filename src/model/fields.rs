@@ -239,7 +239,9 @@ fn compile(name: &str) -> Accessor {
         ("cluster", "") => Accessor::Cluster,
         ("requestReceivedTimestamp", "") => Accessor::RequestReceivedTimestamp,
         ("stageTimestamp", "") => Accessor::StageTimestamp,
-        ("user", r) if !r.is_empty() => user_field(r).map_or(Accessor::Raw(split(name)), Accessor::User),
+        ("user", r) if !r.is_empty() => {
+            user_field(r).map_or(Accessor::Raw(split(name)), Accessor::User)
+        }
         ("impersonatedUser", r) if !r.is_empty() => {
             user_field(r).map_or(Accessor::Raw(split(name)), Accessor::ImpersonatedUser)
         }
@@ -381,9 +383,7 @@ impl Document for AuditEvent<'_> {
                 .response_object
                 .as_ref()
                 .is_some_and(|o| visit_json(o.value(), p, f)),
-            Accessor::Annotation(key) => {
-                visit_opt(self.annotation(key), f)
-            }
+            Accessor::Annotation(key) => visit_opt(self.annotation(key), f),
             Accessor::RequestReceivedTimestamp => {
                 visit_opt(e.request_received_timestamp.as_deref(), f)
             }
@@ -440,7 +440,10 @@ mod tests {
             all(&e, "user.extra.authentication.kubernetes.io/pod-name"),
             vec![r#"Str("p1")"#]
         );
-        assert_eq!(all(&e, "objectRef.namespace"), vec![r#"Str("kube-system")"#]);
+        assert_eq!(
+            all(&e, "objectRef.namespace"),
+            vec![r#"Str("kube-system")"#]
+        );
         assert!(all(&e, "objectRef.subresource").is_empty());
     }
 
@@ -448,11 +451,20 @@ mod tests {
     fn nested_lists_flatten() {
         let e = ev();
         assert_eq!(
-            all(&e, "requestObject.spec.containers.securityContext.privileged"),
+            all(
+                &e,
+                "requestObject.spec.containers.securityContext.privileged"
+            ),
             vec!["Bool(false)", "Bool(true)"]
         );
-        assert_eq!(all(&e, "requestObject.spec.containers.1.image"), vec![r#"Str("evil")"#]);
-        assert_eq!(all(&e, "requestObject.spec.volumes.hostPath"), vec!["Object"]);
+        assert_eq!(
+            all(&e, "requestObject.spec.containers.1.image"),
+            vec![r#"Str("evil")"#]
+        );
+        assert_eq!(
+            all(&e, "requestObject.spec.volumes.hostPath"),
+            vec!["Object"]
+        );
         assert_eq!(
             all(&e, "requestObject.metadata.labels.app.kubernetes.io/name"),
             vec![r#"Str("x")"#]

@@ -185,7 +185,10 @@ mod tests {
         assert_eq!(o.namespace.as_deref(), Some("kube-system"));
         assert_eq!(o.subresource.as_deref(), Some("exec"));
         assert_eq!(e.fields.response_status.as_ref().unwrap().code, Some(403));
-        assert_eq!(e.annotation("authorization.k8s.io/decision"), Some("forbid"));
+        assert_eq!(
+            e.annotation("authorization.k8s.io/decision"),
+            Some("forbid")
+        );
         assert_eq!(
             e.fields.request_uri.as_deref(),
             Some("/api/v1/namespaces/kube-system/pods/etcd-0/exec")

@@ -77,7 +77,7 @@ impl Route {
     /// Whether `alert` goes through this route.
     pub fn accepts(&self, alert: &crate::model::Alert) -> bool {
         self.min_level.is_none_or(|m| alert.rule.level >= m)
-            && (self.rules.is_empty() || self.rules.iter().any(|r| *r == alert.rule.id))
+            && (self.rules.is_empty() || self.rules.contains(&alert.rule.id))
             && (self.tags.is_empty() || self.tags.iter().any(|t| alert.rule.tags.contains(t)))
     }
 }
@@ -179,38 +179,72 @@ async fn run(
 }
 
 /// Sends one batch until it is delivered or rejected for good.
-async fn deliver(sink: &dyn Sink, name: &str, mut batch: Vec<SharedAlert>, retry: RetryPolicy, metrics: &Metrics) {
+async fn deliver(
+    sink: &dyn Sink,
+    name: &str,
+    mut batch: Vec<SharedAlert>,
+    retry: RetryPolicy,
+    metrics: &Metrics,
+) {
     let mut attempt = 0u32;
     while !batch.is_empty() {
         let outcome = sink.send(&batch).await;
         match outcome {
             SendOutcome::Done => {
-                metrics.count("audithawk_sink_sent_total", &[("sink", name)], batch.len() as u64);
+                metrics.count(
+                    "audithawk_sink_sent_total",
+                    &[("sink", name)],
+                    batch.len() as u64,
+                );
                 return;
             }
-            SendOutcome::Partial { retry: again, rejected } => {
+            SendOutcome::Partial {
+                retry: again,
+                rejected,
+            } => {
                 let sent = batch.len() - again.len() - rejected.len();
                 metrics.count("audithawk_sink_sent_total", &[("sink", name)], sent as u64);
                 for (i, reason) in &rejected {
-                    metrics.count("audithawk_sink_failed_total", &[("sink", name), ("reason", "rejected")], 1);
+                    metrics.count(
+                        "audithawk_sink_failed_total",
+                        &[("sink", name), ("reason", "rejected")],
+                        1,
+                    );
                     tracing::error!(sink = %name, alert = %batch.get(*i).map(|a| a.event.id.as_str()).unwrap_or(""), reason = %reason, "Alert rejected by the sink.");
                 }
-                batch = again.into_iter().filter_map(|i| batch.get(i).cloned()).collect();
+                batch = again
+                    .into_iter()
+                    .filter_map(|i| batch.get(i).cloned())
+                    .collect();
                 if !batch.is_empty() {
-                    metrics.count("audithawk_sink_retried_total", &[("sink", name)], batch.len() as u64);
+                    metrics.count(
+                        "audithawk_sink_retried_total",
+                        &[("sink", name)],
+                        batch.len() as u64,
+                    );
                     tokio::time::sleep(retry.backoff(attempt)).await;
                     attempt += 1;
                 }
             }
             SendOutcome::Retry { reason, after } => {
-                metrics.count("audithawk_sink_retried_total", &[("sink", name)], batch.len() as u64);
+                metrics.count(
+                    "audithawk_sink_retried_total",
+                    &[("sink", name)],
+                    batch.len() as u64,
+                );
                 tracing::warn!(sink = %name, attempt, reason = %reason, "Delivery failed; retrying.");
-                let wait = after.unwrap_or_else(|| retry.backoff(attempt)).min(retry.max);
+                let wait = after
+                    .unwrap_or_else(|| retry.backoff(attempt))
+                    .min(retry.max);
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
             SendOutcome::Fatal { reason } => {
-                metrics.count("audithawk_sink_failed_total", &[("sink", name), ("reason", "fatal")], batch.len() as u64);
+                metrics.count(
+                    "audithawk_sink_failed_total",
+                    &[("sink", name), ("reason", "fatal")],
+                    batch.len() as u64,
+                );
                 tracing::error!(sink = %name, count = batch.len(), reason = %reason, "Alerts could not be delivered.");
                 return;
             }
@@ -270,9 +304,14 @@ mod tests {
                 let mut f = self.fail.lock();
                 if *f > 0 {
                     *f -= 1;
-                    return SendOutcome::Retry { reason: "down".into(), after: None };
+                    return SendOutcome::Retry {
+                        reason: "down".into(),
+                        after: None,
+                    };
                 }
-                self.got.lock().extend(batch.iter().map(|a| a.event.id.clone()));
+                self.got
+                    .lock()
+                    .extend(batch.iter().map(|a| a.event.id.clone()));
                 SendOutcome::Done
             })
         }
@@ -281,8 +320,14 @@ mod tests {
     fn alert(id: &str) -> SharedAlert {
         let ev = crate::model::AuditEvent::parse(r#"{"auditID":"x","verb":"get"}"#).unwrap();
         let meta = crate::model::RuleMeta {
-            id: "r".into(), title: "t".into(), level: Level::Low, tags: vec![],
-            description: String::new(), references: vec![], author: None, source: "test".into(),
+            id: "r".into(),
+            title: "t".into(),
+            level: Level::Low,
+            tags: vec![],
+            description: String::new(),
+            references: vec![],
+            author: None,
+            source: "test".into(),
         };
         let mut a = crate::model::Alert::new(&meta, &ev, chrono::Utc::now());
         a.event.id = id.into();
@@ -291,20 +336,39 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_until_delivered_and_batches_by_time() {
-        let sink = Arc::new(Flaky { fail: Mutex::new(3), got: Mutex::new(vec![]) });
+        let sink = Arc::new(Flaky {
+            fail: Mutex::new(3),
+            got: Mutex::new(vec![]),
+        });
         let m = Arc::new(Metrics::new());
-        let d = SinkDriver::spawn(sink.clone(), Route::default(), BatchPolicy::default(), RetryPolicy::default(), 10, m.clone());
+        let d = SinkDriver::spawn(
+            sink.clone(),
+            Route::default(),
+            BatchPolicy::default(),
+            RetryPolicy::default(),
+            10,
+            m.clone(),
+        );
         d.submit(alert("a")).await.unwrap();
         d.submit(alert("b")).await.unwrap();
         assert!(d.shutdown(Duration::from_secs(600)).await);
         assert_eq!(*sink.got.lock(), vec!["a", "b"]);
-        assert_eq!(m.value("audithawk_sink_retried_total", &[("sink", "flaky")]), 6);
-        assert_eq!(m.value("audithawk_sink_sent_total", &[("sink", "flaky")]), 2);
+        assert_eq!(
+            m.value("audithawk_sink_retried_total", &[("sink", "flaky")]),
+            6
+        );
+        assert_eq!(
+            m.value("audithawk_sink_sent_total", &[("sink", "flaky")]),
+            2
+        );
     }
 
     #[test]
     fn backoff_is_capped() {
-        let r = RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(5) };
+        let r = RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(5),
+        };
         for n in 0..40 {
             assert!(r.backoff(n) <= Duration::from_secs(5));
         }
@@ -314,7 +378,15 @@ mod tests {
     fn route_filters() {
         let a = alert("a");
         assert!(Route::default().accepts(&a));
-        assert!(!Route { min_level: Some(Level::High), ..Default::default() }.accepts(&a));
-        assert!(Route { rules: vec!["r".into()], ..Default::default() }.accepts(&a));
+        assert!(!Route {
+            min_level: Some(Level::High),
+            ..Default::default()
+        }
+        .accepts(&a));
+        assert!(Route {
+            rules: vec!["r".into()],
+            ..Default::default()
+        }
+        .accepts(&a));
     }
 }

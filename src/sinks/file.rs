@@ -97,11 +97,19 @@ impl Sink for FileSink {
         let cfg = self.cfg.clone();
         let state = self.state.clone();
         Box::pin(async move {
-            let res = tokio::task::spawn_blocking(move || write_batch(&cfg, &mut state.lock(), &data)).await;
+            let res =
+                tokio::task::spawn_blocking(move || write_batch(&cfg, &mut state.lock(), &data))
+                    .await;
             match res {
                 Ok(Ok(())) => SendOutcome::Done,
-                Ok(Err(e)) => SendOutcome::Retry { reason: e.to_string(), after: None },
-                Err(e) => SendOutcome::Retry { reason: e.to_string(), after: None },
+                Ok(Err(e)) => SendOutcome::Retry {
+                    reason: e.to_string(),
+                    after: None,
+                },
+                Err(e) => SendOutcome::Retry {
+                    reason: e.to_string(),
+                    after: None,
+                },
             }
         })
     }
@@ -125,11 +133,22 @@ mod tests {
     async fn rotates_by_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerts.jsonl");
-        let sink = FileSink::open(FileSinkConfig { path: path.clone(), max_bytes: 3000, keep: 2 }).unwrap();
+        let sink = FileSink::open(FileSinkConfig {
+            path: path.clone(),
+            max_bytes: 3000,
+            keep: 2,
+        })
+        .unwrap();
         let ev = crate::model::AuditEvent::parse(r#"{"auditID":"x","verb":"get"}"#).unwrap();
         let meta = crate::model::RuleMeta {
-            id: "r".into(), title: "t".into(), level: crate::model::Level::Low, tags: vec![],
-            description: String::new(), references: vec![], author: None, source: "test".into(),
+            id: "r".into(),
+            title: "t".into(),
+            level: crate::model::Level::Low,
+            tags: vec![],
+            description: String::new(),
+            references: vec![],
+            author: None,
+            source: "test".into(),
         };
         let a: SharedAlert = Arc::new(crate::model::Alert::new(&meta, &ev, chrono::Utc::now()));
         for _ in 0..10 {

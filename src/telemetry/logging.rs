@@ -5,8 +5,8 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// Installs the global subscriber. `json` selects JSON lines; the filter comes from
 /// `AUDITHAWK_LOG` (e.g. `info`, `audithawk=debug`), defaulting to `default_level`.
 pub fn init(json: bool, default_level: &str) {
-    let filter = EnvFilter::try_from_env("AUDITHAWK_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_env("AUDITHAWK_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second init (tests) is harmless: try_init returns an error we ignore.
     let _ = if json {

@@ -80,7 +80,10 @@ impl Metrics {
     pub fn count(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         let key = (
             name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect::<Labels>(),
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
         );
         if let Some(c) = self.counters.get(&key) {
             c.add(n);
@@ -93,7 +96,10 @@ impl Metrics {
     pub fn value(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
         let key = (
             name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect::<Labels>(),
+            labels
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Labels>(),
         );
         self.counters.get(&key).map_or(0, |c| c.get())
     }
@@ -103,6 +109,17 @@ impl Metrics {
         self.counters
             .iter()
             .filter(|e| e.key().0 == name)
+            .map(|e| e.value().get())
+            .sum()
+    }
+
+    /// Sum of `name` over the label sets where `label` equals `value`.
+    pub fn sum_where(&self, name: &'static str, label: &str, value: &str) -> u64 {
+        self.counters
+            .iter()
+            .filter(|e| {
+                e.key().0 == name && e.key().1.iter().any(|(k, v)| *k == label && v == value)
+            })
             .map(|e| e.value().get())
             .sum()
     }
@@ -165,7 +182,10 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, v) in simple {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
         let mut families: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
         for e in self.counters.iter() {
@@ -182,7 +202,11 @@ impl Metrics {
         }
         for (name, mut series) in families {
             series.sort();
-            let help = self.help.get(name).map(|h| *h).unwrap_or_else(|| default_help(name));
+            let help = self
+                .help
+                .get(name)
+                .map(|h| *h)
+                .unwrap_or_else(|| default_help(name));
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (labels, v) in series {
                 if labels.is_empty() {
@@ -207,7 +231,9 @@ fn default_help(name: &str) -> &'static str {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -222,7 +248,10 @@ mod tests {
         m.alert("r1", Level::High);
         m.duplicates.inc();
         let t = m.render_prometheus();
-        assert!(t.contains("audithawk_events_received_total{source=\"webhook\"} 3"), "{t}");
+        assert!(
+            t.contains("audithawk_events_received_total{source=\"webhook\"} 3"),
+            "{t}"
+        );
         assert!(t.contains("audithawk_alerts_total{rule=\"r1\",level=\"high\"} 1"));
         assert!(t.contains("audithawk_duplicates_total 1"));
         assert_eq!(m.total("audithawk_events_received_total"), 3);

@@ -1,0 +1,251 @@
+//! Stateful engine benchmark: throughput with 30 correlation rules and ~1,000,000 live
+//! group keys, the cost relative to stateless evaluation, and bytes of state per live
+//! event_count group.
+//!
+//! Run: `cargo bench --bench state` (release profile). Scale with `STATE_BENCH_EVENTS`
+//! (default 1,200,000) and `STATE_BENCH_USERS` (default 33,334: 30 rules x 33,334 users
+//! = 1,000,020 group keys). Prints one line per figure; a plain harness rather than
+//! criterion because building a million live groups is the set-up, not the measured loop.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use audithawk::engine::correlate::Correlator;
+use audithawk::engine::state::StateConfig;
+use audithawk::model::{Alert, AuditEvent};
+use audithawk::rules::RuleSet;
+
+/// Counts live heap bytes, to measure state size exactly.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const VERBS: [(&str, &str); 6] = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("create", "pods"),
+    ("create", "rolebindings"),
+    ("delete", "configmaps"),
+    ("patch", "deployments"),
+];
+
+/// 6 base rules (one per verb/resource) and a rare one (never matched here) plus 30
+/// correlations: per base rule, two event_count, one value_count, one new_terms (still
+/// learning: tuples live, no alerts) and one temporal with the rare rule (groups live,
+/// never complete). Alert volume stays realistic: a benchmark that alerts on most events
+/// measures alert rendering, not state.
+fn rules_text() -> String {
+    let mut t = String::new();
+    for (i, (verb, res)) in VERBS.iter().enumerate() {
+        t += &format!(
+            "title: base {i}\nid: base-{i}\nname: base_{i}\nlevel: low\nlogsource: {{product: kubernetes, service: audit}}\ndetection:\n  s: {{verb: {verb}, objectRef.resource: {res}}}\n  condition: s\n---\n"
+        );
+    }
+    t += "title: rare\nid: rare\nname: rare\nlevel: high\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  s: {verb: escalate}\n  condition: s\n---\n";
+    for i in 0..VERBS.len() {
+        t += &format!(
+            "title: count {i}\nid: count-{i}\ncorrelation: {{type: event_count, rules: [base_{i}], group-by: [user.username], timespan: 10m, condition: {{gte: 50}}}}\n---\n\
+title: count ns {i}\nid: countns-{i}\ncorrelation: {{type: event_count, rules: [base_{i}], group-by: [user.username, objectRef.namespace], timespan: 10m, condition: {{gte: 20}}}}\n---\n\
+title: sweep {i}\nid: sweep-{i}\ncorrelation: {{type: value_count, rules: [base_{i}], group-by: [user.username], timespan: 10m, condition: {{field: objectRef.namespace, gte: 30}}}}\n---\n\
+title: new {i}\nid: new-{i}\ncorrelation: {{type: new_terms, rules: [base_{i}], fields: [user.username, userAgent], history: 7d, learning: 1d}}\n---\n\
+title: pair {i}\nid: pair-{i}\ncorrelation: {{type: temporal, rules: [base_{i}, rare], group-by: [user.username], timespan: 10m}}\n---\n"
+        );
+    }
+    t
+}
+
+const BASE_US: i64 = 1_767_225_600_000_000;
+
+fn event(i: usize, users: usize, step_us: i64) -> String {
+    let u = i % users;
+    let (verb, res) = VERBS[(i / users) % VERBS.len()];
+    let ts = chrono::DateTime::from_timestamp_micros(BASE_US + i as i64 * step_us)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let id = uuid::Uuid::from_u128(0x1234_5678_9abc_4def_8000_0000_0000_0000 | i as u128);
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns{ns}/{res}","verb":"{verb}","user":{{"username":"user-{u}","groups":["system:authenticated"]}},"sourceIPs":["10.0.{a}.{b}"],"userAgent":"kubectl/v1.3{ua}","objectRef":{{"resource":"{res}","namespace":"ns{ns}","name":"obj{o}","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"{ts}","stageTimestamp":"{ts}"}}"#,
+        ns = i % 40,
+        a = u % 250,
+        b = i % 250,
+        ua = u % 3,
+        o = i % 1000,
+    )
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run small then.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let n_events = env("STATE_BENCH_EVENTS", if quick { 20_000 } else { 1_200_000 });
+    let users = env("STATE_BENCH_USERS", if quick { 500 } else { 33_334 });
+    // 1 ms of event time per event: 1,000 events/s, so 1.2 M events span 20 minutes and
+    // the 10-minute windows hold ~600,000 events' worth of groups at the end.
+    let step_us = if quick { 10_000 } else { 1_000 };
+    let text = rules_text();
+    let (rules, _) = RuleSet::from_texts(&[("bench.yml", &text)], &[], false).expect("rules");
+    let rules = Arc::new(rules);
+    let cfg = StateConfig {
+        max_groups_per_rule: 2_000_000,
+        max_state_bytes: 8 << 30,
+        allowed_lateness: Duration::from_secs(env("STATE_BENCH_LATENESS_SECS", 45) as u64),
+        ..StateConfig::default()
+    };
+    let corr = Correlator::new(&rules, cfg.clone()).expect("correlator");
+    assert_eq!(corr.len(), 30);
+    eprintln!("generating {n_events} events for {users} users ...");
+    let events: Vec<String> = (0..n_events).map(|i| event(i, users, step_us)).collect();
+
+    // Stateless: parse, evaluate, build alerts for the (unsuppressed) hits.
+    let now = chrono::Utc::now();
+    let stateless = |evs: &[String]| {
+        let mut hits = Vec::new();
+        let mut out: Vec<Alert> = Vec::new();
+        let t0 = Instant::now();
+        for e in evs {
+            let ev = AuditEvent::parse(e).expect("event");
+            hits.clear();
+            rules.evaluate(&ev, &mut hits);
+            for &h in &hits {
+                out.push(Alert::new(&rules.rules()[h].meta, &ev, now));
+            }
+            out.clear();
+        }
+        t0.elapsed()
+    };
+    let sl = stateless(&events);
+    let sl_rate = n_events as f64 / sl.as_secs_f64();
+    println!(
+        "stateless: {n_events} events in {:.2?} = {:.0} events/s",
+        sl, sl_rate
+    );
+
+    // Stateful: the same plus the correlator.
+    let mut hits = Vec::new();
+    let mut out = Vec::new();
+    let mut alerts = 0usize;
+    let t0 = Instant::now();
+    for e in &events {
+        let ev = AuditEvent::parse(e).expect("event");
+        hits.clear();
+        rules.evaluate(&ev, &mut hits);
+        for &h in &hits {
+            if !corr.suppressed_generate(h) {
+                out.push(Alert::new(&rules.rules()[h].meta, &ev, now));
+            }
+        }
+        corr.observe(&hits, &ev, &mut out);
+        alerts += out.len();
+        out.clear();
+    }
+    let sf = t0.elapsed();
+    let sf_rate = n_events as f64 / sf.as_secs_f64();
+    let st = corr.stats();
+    println!(
+        "stateful (30 correlations): {n_events} events in {:.2?} = {:.0} events/s; {} correlation alerts",
+        sf, sf_rate, alerts
+    );
+    println!(
+        "live state at end: {} groups + {} baseline tuples = {} group keys; {} held records; ~{} MiB estimated",
+        st.groups,
+        st.tuples,
+        st.groups + st.tuples,
+        st.pending,
+        st.bytes >> 20
+    );
+    println!(
+        "stateful cost: {:.1}% of stateless time added (throughput {:.1}% of stateless)",
+        (sf.as_secs_f64() / sl.as_secs_f64() - 1.0) * 100.0,
+        sf_rate / sl_rate * 100.0
+    );
+
+    // Steady-state throughput with all keys live: one more pass over the same users,
+    // continuing in time.
+    let more: Vec<String> = (n_events..n_events + n_events / 4)
+        .map(|i| event(i, users, step_us))
+        .collect();
+    let t0 = Instant::now();
+    for e in &more {
+        let ev = AuditEvent::parse(e).expect("event");
+        hits.clear();
+        rules.evaluate(&ev, &mut hits);
+        corr.observe(&hits, &ev, &mut out);
+        out.clear();
+    }
+    let el = t0.elapsed();
+    let st2 = corr.stats();
+    println!(
+        "with {} live group keys: {} more events at {:.0} events/s",
+        st2.groups + st2.tuples,
+        more.len(),
+        more.len() as f64 / el.as_secs_f64()
+    );
+    drop(more);
+    drop(corr);
+    drop(events);
+
+    // Bytes per live event_count group: one rule, one event per distinct user (UUID
+    // auditIDs), measured with the counting allocator after the reorder buffer drained.
+    let groups = if quick { 10_000 } else { 1_000_000 };
+    let one = format!(
+        "{}title: c\nid: c\ncorrelation: {{type: event_count, rules: [base_0], group-by: [user.username], timespan: 10m, condition: {{gte: 5}}}}\n",
+        &text[..text.find("title: count 0").unwrap_or(0)]
+    );
+    let (rules1, _) = RuleSet::from_texts(&[("one.yml", &one)], &[], false).expect("rules");
+    {
+        let ids = cfg.max_audit_ids;
+        let before = LIVE.load(Ordering::Relaxed);
+        let c = Correlator::new(
+            &rules1,
+            StateConfig {
+                max_audit_ids: ids,
+                ..cfg.clone()
+            },
+        )
+        .expect("correlator");
+        let mut out = Vec::new();
+        for i in 0..groups {
+            // users = groups: every event is a new group; all on base rule 0.
+            let e = event(i, groups, 100);
+            let ev = AuditEvent::parse(&e).expect("event");
+            c.observe(&[0], &ev, &mut out);
+        }
+        c.flush(&mut out);
+        let st = c.stats();
+        let bytes = LIVE.load(Ordering::Relaxed) - before;
+        println!(
+            "event_count state (max_audit_ids {ids}): {} groups, {} bytes allocated = {:.0} B per live group (estimate {:.0} B)",
+            st.groups,
+            bytes,
+            bytes as f64 / st.groups.max(1) as f64,
+            st.bytes as f64 / st.groups.max(1) as f64
+        );
+        drop(c);
+    }
+}

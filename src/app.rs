@@ -1,0 +1,321 @@
+//! Long-running commands: `serve`, `tail` and `demo` wiring ingest, pipeline and sinks.
+//!
+//! Shutdown order matters and is the same everywhere:
+//! 1. the source stops taking new input (the webhook stops accepting and finishes in-flight
+//!    requests; the tailer finishes its batch and commits its checkpoint);
+//! 2. the last pipeline handle is dropped, so the workers drain the queue and exit;
+//! 3. the sinks flush what they hold, within `shutdown_timeout`.
+//!
+//! Nothing that was answered with 200 (or read and checkpointed) is dropped on the way.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, SinkConfig};
+use crate::engine::Engine;
+use crate::ingest::webhook::{WebhookConfig, WebhookServer};
+use crate::pipeline::{Pipeline, PipelineHandle};
+use crate::sinks::file::{FileSink, FileSinkConfig};
+use crate::sinks::stdout::StdoutSink;
+use crate::sinks::{BatchPolicy, RetryPolicy, Router, Sink, SinkDriver};
+use crate::telemetry::Metrics;
+
+/// Errors that stop a long-running command.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A sink could not be built.
+    #[error("sink {index} ({kind}): {message}")]
+    Sink {
+        /// Position in `sinks`.
+        index: usize,
+        /// Sink type.
+        kind: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The webhook server failed.
+    #[error(transparent)]
+    Webhook(#[from] crate::ingest::webhook::WebhookError),
+    /// The tailer failed.
+    #[error(transparent)]
+    Tail(#[from] crate::ingest::tail::TailError),
+    /// Something else (I/O while reading the token file, the demo's HTTP client).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Builds one driver per configured sink.
+pub fn build_router(sinks: &[SinkConfig], metrics: &Arc<Metrics>) -> Result<Router, AppError> {
+    let mut drivers = Vec::new();
+    for (index, s) in sinks.iter().enumerate() {
+        let (sink, route, kind): (Arc<dyn Sink>, _, &'static str) = match s {
+            SinkConfig::Stdout { format, route } => {
+                (Arc::new(StdoutSink::new(*format)), route, "stdout")
+            }
+            SinkConfig::File {
+                path,
+                max_bytes,
+                keep,
+                route,
+            } => {
+                let sink = FileSink::open(FileSinkConfig {
+                    path: path.clone(),
+                    max_bytes: *max_bytes,
+                    keep: *keep,
+                })
+                .map_err(|e| AppError::Sink {
+                    index,
+                    kind: "file",
+                    message: format!("{}: {e}", path.display()),
+                })?;
+                (Arc::new(sink), route, "file")
+            }
+        };
+        let _ = kind;
+        // Terminal sinks flush quickly; a short batch timeout keeps alerts prompt.
+        let batch = BatchPolicy {
+            timeout: Duration::from_millis(100),
+            ..BatchPolicy::default()
+        };
+        drivers.push(SinkDriver::spawn(
+            sink,
+            route.to_route(),
+            batch,
+            RetryPolicy::default(),
+            10_000,
+            metrics.clone(),
+        ));
+    }
+    Ok(Router::new(drivers))
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("Shutdown signal received; draining.");
+}
+
+/// Starts the pipeline with the configured sinks.
+pub fn start_pipeline(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: &Arc<Metrics>,
+) -> Result<(Pipeline, PipelineHandle), AppError> {
+    let router = build_router(&cfg.sinks, metrics)?;
+    let workers = match cfg.engine.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    Ok(Pipeline::start(
+        engine,
+        router,
+        workers,
+        cfg.engine.queue_capacity,
+        metrics.clone(),
+    ))
+}
+
+/// The webhook settings from the config.
+pub fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AppError> {
+    let listen = cfg.serve.listen.parse().map_err(|_| {
+        AppError::Other(format!(
+            "serve.listen {:?} is not an address",
+            cfg.serve.listen
+        ))
+    })?;
+    let tls = match (&cfg.serve.tls.cert, &cfg.serve.tls.key) {
+        (Some(cert), Some(key)) => Some(crate::ingest::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: cfg.serve.tls.client_ca.clone(),
+        }),
+        _ => None,
+    };
+    let bearer_token = cfg
+        .bearer_token()
+        .map_err(|e| AppError::Other(format!("serve.bearer_token_file: {e}")))?;
+    Ok(WebhookConfig {
+        listen,
+        tls,
+        bearer_token,
+        max_body_bytes: cfg.serve.max_body_bytes,
+        max_event_bytes: cfg.serve.max_event_bytes,
+        default_cluster: cfg.cluster.clone(),
+        retry_after_secs: cfg.serve.retry_after_secs,
+        header_read_timeout: cfg.serve.header_read_timeout.0,
+        idle_timeout: cfg.serve.idle_timeout.0,
+        max_connections: cfg.serve.max_connections,
+        shutdown_timeout: cfg.shutdown_timeout.0,
+        ..WebhookConfig::default()
+    })
+}
+
+/// `audithawk serve`: runs until `shutdown` resolves, then drains and flushes.
+pub async fn serve(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
+    let server = WebhookServer::bind(webhook_config(cfg)?, handle, metrics.clone()).await?;
+    tracing::info!(addr = %server.local_addr(), "Listening for audit events.");
+    server.run(shutdown).await?;
+    finish(pipeline, cfg).await;
+    Ok(())
+}
+
+/// Drains the pipeline and flushes sinks within the configured deadline.
+pub async fn finish(pipeline: Pipeline, cfg: &Config) {
+    if !pipeline.shutdown(cfg.shutdown_timeout.0).await {
+        tracing::error!(
+            timeout = ?cfg.shutdown_timeout.0,
+            "Sinks did not flush within the shutdown timeout; some alerts may not have been delivered."
+        );
+    }
+}
+
+/// The tailer settings from the config.
+pub fn tail_config(cfg: &Config) -> crate::ingest::tail::TailConfig {
+    let mut t =
+        crate::ingest::tail::TailConfig::new(cfg.tail.paths.clone(), cfg.tail.checkpoint.clone());
+    t.from = match cfg.tail.from {
+        crate::config::StartAt::Beginning => crate::ingest::tail::StartAt::Beginning,
+        crate::config::StartAt::End => crate::ingest::tail::StartAt::End,
+    };
+    t.poll_interval = cfg.tail.poll_interval.0;
+    t.max_line_bytes = cfg.serve.max_event_bytes.max(1024);
+    t.cluster = cfg.cluster.clone();
+    t
+}
+
+/// `audithawk tail`: follows the configured files until `shutdown` resolves, then commits
+/// its checkpoint, drains and flushes.
+pub async fn tail(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
+    let res = crate::ingest::tail::run(tail_config(cfg), handle, metrics.clone(), shutdown).await;
+    // Drain even when the tailer failed: what it handed over is still delivered.
+    finish(pipeline, cfg).await;
+    res.map_err(AppError::from)
+}
+
+/// The bundled demo: a short day of cluster traffic with an attack story inside.
+pub const DEMO_STORY: &str = include_str!("demo/story.jsonl");
+
+/// What `demo` did.
+#[derive(Debug, Clone, Default)]
+pub struct DemoReport {
+    /// Where the webhook listened.
+    pub url: String,
+    /// EventList requests POSTed.
+    pub requests: usize,
+    /// Events sent.
+    pub events: usize,
+    /// Events the server accepted.
+    pub accepted: u64,
+}
+
+/// `audithawk demo`: starts the webhook server on a loopback port, POSTs the bundled story
+/// to it exactly as the API server's batch backend does (EventList, items without
+/// kind/apiVersion, `?timeout=30s`), then shuts down gracefully so every alert is printed.
+pub async fn demo(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    batch: usize,
+) -> Result<DemoReport, AppError> {
+    let (pipeline, handle) = start_pipeline(cfg, engine, &metrics)?;
+    let wcfg = WebhookConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        default_cluster: Some("demo".into()),
+        shutdown_timeout: cfg.shutdown_timeout.0,
+        ..WebhookConfig::default()
+    };
+    let server = WebhookServer::bind(wcfg, handle, metrics.clone()).await?;
+    let url = format!("http://{}/audit/demo?timeout=30s", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let mut report = DemoReport {
+        url: url.clone(),
+        ..DemoReport::default()
+    };
+    let result = post_story(&url, batch.max(1), &mut report).await;
+    let _ = stop_tx.send(());
+    match running.await {
+        Ok(r) => r?,
+        Err(e) => return Err(AppError::Other(format!("webhook task failed: {e}"))),
+    }
+    finish(pipeline, cfg).await;
+    result.map(|()| report)
+}
+
+async fn post_story(url: &str, batch: usize, report: &mut DemoReport) -> Result<(), AppError> {
+    let client = reqwest::Client::new();
+    let events: Vec<serde_json::Value> = DEMO_STORY
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|mut v: serde_json::Value| {
+            // The webhook backend sends internal events: no kind/apiVersion on items.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("kind");
+                o.remove("apiVersion");
+            }
+            v
+        })
+        .collect();
+    for chunk in events.chunks(batch) {
+        let body = serde_json::json!({
+            "kind": "EventList",
+            "apiVersion": "audit.k8s.io/v1",
+            "metadata": {},
+            "items": chunk,
+        });
+        let resp = client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| AppError::Other(format!("POST {url}: {e}")))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(AppError::Other(format!("POST {url}: {status}: {text}")));
+        }
+        let accepted = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["accepted"].as_u64())
+            .unwrap_or(0);
+        report.requests += 1;
+        report.events += chunk.len();
+        report.accepted += accepted;
+    }
+    Ok(())
+}

@@ -1,1 +1,0 @@
-//! `audithawk serve`: the API server's audit webhook backend. (Being implemented.)
