@@ -301,8 +301,9 @@ struct Batch {
 
 const MARKER_PREFIX: &str = "hawkbench";
 
-/// Builds 400-event batches from generated traffic, each with one marker event: an exec
-/// into a kube-system pod (SigmaHQ's exec-into-container rule), whose auditID is
+/// Builds 400-event batches from generated traffic, each with one marker event: the
+/// ResponseStarted stage of an exec into a kube-system pod (the exec rules match that
+/// stage, written when the stream opens), whose auditID is
 /// `hawkbench-NNNNNNNNNNNN-...` so its alert can be matched to the batch.
 fn build_batches(events: u64) -> Res<Vec<Batch>> {
     let mut batches = Vec::new();
@@ -314,7 +315,7 @@ fn build_batches(events: u64) -> Res<Vec<Batch>> {
     };
     generate(&cfg, &mut out).map_err(|e| e.to_string())?;
     let text = String::from_utf8(out).map_err(|e| e.to_string())?;
-    let marker = r#"{"level":"Metadata","auditID":"hawkbench-000000000000-0000-0000-000000000000","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/kube-system/pods/coredns-7db6d8ff4d-x2x9k/exec?command=sh\u0026container=coredns\u0026stdin=true\u0026stdout=true\u0026tty=true","verb":"create","user":{"username":"mallory@example.com","groups":["system:authenticated"]},"sourceIPs":["203.0.113.9"],"userAgent":"kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819","objectRef":{"resource":"pods","namespace":"kube-system","name":"coredns-7db6d8ff4d-x2x9k","apiVersion":"v1","subresource":"exec"},"responseStatus":{"metadata":{},"code":101},"requestReceivedTimestamp":"2026-11-02T09:00:00.000000Z","stageTimestamp":"2026-11-02T09:00:01.000000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}"#;
+    let marker = r#"{"level":"Metadata","auditID":"hawkbench-000000000000-0000-0000-000000000000","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/kube-system/pods/coredns-7db6d8ff4d-x2x9k/exec?command=sh\u0026container=coredns\u0026stdin=true\u0026stdout=true\u0026tty=true","verb":"create","user":{"username":"mallory@example.com","groups":["system:authenticated"]},"sourceIPs":["203.0.113.9"],"userAgent":"kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819","objectRef":{"resource":"pods","namespace":"kube-system","name":"coredns-7db6d8ff4d-x2x9k","apiVersion":"v1","subresource":"exec"},"responseStatus":{"metadata":{},"code":101},"requestReceivedTimestamp":"2026-11-02T09:00:00.000000Z","stageTimestamp":"2026-11-02T09:00:01.000000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}"#;
     let prefix = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","#;
     let lines: Vec<&str> = text.lines().collect();
     for chunk in lines.chunks(399) {
