@@ -467,6 +467,52 @@ fn every_scenario_contains_its_defining_event() {
                     .as_deref()
                     .is_some_and(|u| u.contains("%2Fdev%2Ftcp%2F"))
         }),
+        (Scenario::KubectlCp, |e| {
+            sub(e) == "exec"
+                && e.fields
+                    .request_uri
+                    .as_deref()
+                    .is_some_and(|u| u.contains("command=tar&command=cf&command=-&"))
+        }),
+        (Scenario::PortForward, |e| {
+            sub(e) == "portforward"
+                && e.fields.source_ips.first().map(|s| s.as_ref()) == Some("185.220.101.47")
+        }),
+        (Scenario::DeploymentDeletion, |e| {
+            e.resource() == "deployments" && e.verb() == "delete"
+        }),
+        (Scenario::AwsAuthTamper, |e| {
+            e.resource() == "configmaps"
+                && e.fields.object_ref.as_ref().and_then(|o| o.name.as_deref()) == Some("aws-auth")
+                && raw(e)["requestObject"]["data"]["mapRoles"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("system:masters"))
+        }),
+        (Scenario::SecretDenialBurst, |e| {
+            e.resource() == "secrets" && code(e) == Some(403)
+        }),
+        (Scenario::DefaultSaAdmin, |e| {
+            e.resource() == "rolebindings"
+                && raw(e)["requestObject"]["subjects"][0]["name"] == "default"
+                && raw(e)["requestObject"]["roleRef"]["name"] == "admin"
+        }),
+        (Scenario::ExposedDashboard, |e| {
+            e.resource() == "services"
+                && ns(e) == "kubernetes-dashboard"
+                && raw(e)["requestObject"]["spec"]["type"] == "LoadBalancer"
+        }),
+        (Scenario::ConfigMapCredentials, |e| {
+            e.resource() == "configmaps"
+                && raw(e)["requestObject"]["data"]["aws_secret_access_key"].is_string()
+        }),
+        (Scenario::SystemRoleTamper, |e| {
+            e.resource() == "clusterroles"
+                && e.verb() == "patch"
+                && raw(e)["responseObject"]["rules"][0]["resources"][0] == "*"
+        }),
+        (Scenario::NamespaceAndNetpol, |e| {
+            e.resource() == "networkpolicies" && e.verb() == "delete"
+        }),
     ];
     let covered: BTreeSet<Scenario> = checks.iter().map(|c| c.0).collect();
     for s in Scenario::ALL {

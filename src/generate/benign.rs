@@ -1220,6 +1220,11 @@ fn human_misc(sim: &mut Sim, a: &Actors, t: i64) {
 
 /// People try things they may not do: the usual source of benign 403s.
 fn human_forbidden(sim: &mut Sim, a: &Actors, t: i64) {
+    // A person hits a 403 a few times a day, not every few minutes: most draws of this
+    // table entry become an ordinary read.
+    if sim.rng.u8(..10) != 0 {
+        return human_get(sim, a, t);
+    }
     let h = 2 + sim.rng.usize(..a.humans.len().saturating_sub(2).max(1));
     let h = h.min(a.humans.len() - 1);
     let mut r = match sim.rng.u8(..4) {

