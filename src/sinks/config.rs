@@ -312,7 +312,8 @@ impl SinkConfig {
     pub fn delivery(&self) -> DeliveryConfig {
         match self {
             SinkConfig::Stdout(_) => DeliveryConfig {
-                batch_timeout_ms: 100,
+                // A terminal or pipe gains nothing from waiting: 10 ms keeps alert latency low.
+                batch_timeout_ms: 10,
                 concurrency: 1,
                 ..DeliveryConfig::default()
             },
