@@ -34,6 +34,7 @@ pub mod generate;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod reload;
 pub mod rules;
 pub mod sinks;
 pub mod telemetry;

@@ -179,7 +179,8 @@ fn metrics(shared: &Shared) -> Resp {
 /// `None` when no token is configured or the request carries the right one, else the
 /// 401 to send.
 fn unauthorized(shared: &Shared, req: &Request<Incoming>) -> Option<Resp> {
-    let expected = shared.token.as_ref()?;
+    let live = shared.live.read().clone();
+    let expected = live.token.as_ref()?;
     let presented = req
         .headers()
         .get(AUTHORIZATION)
@@ -213,7 +214,7 @@ async fn audit(shared: &Shared, req: Request<Incoming>, cluster: Option<&str>) -
         return r;
     }
     let cluster: Option<Arc<str>> = match cluster {
-        None => shared.default_cluster.clone(),
+        None => shared.live.read().default_cluster.clone(),
         Some(c) if valid_cluster_name(c) => Some(Arc::from(c)),
         Some(_) => {
             return error(

@@ -209,13 +209,20 @@ impl Readiness {
     }
 }
 
+/// Settings a reload may replace while serving (each request and each new connection
+/// reads the current ones).
+struct Live {
+    token: Option<Vec<u8>>,
+    default_cluster: Option<Arc<str>>,
+    tls: Option<TlsAcceptor>,
+}
+
 /// State shared by every connection and request.
 struct Shared {
     handle: PipelineHandle,
     metrics: Arc<Metrics>,
     readiness: Readiness,
-    token: Option<Vec<u8>>,
-    default_cluster: Option<Arc<str>>,
+    live: parking_lot::RwLock<Arc<Live>>,
     max_body_bytes: usize,
     limits: DecodeLimits,
     retry_after_secs: u64,
@@ -252,6 +259,7 @@ impl WebhookServer {
         handle: PipelineHandle,
         metrics: Arc<Metrics>,
     ) -> Result<WebhookServer, WebhookError> {
+        let live = live_settings(&cfg)?;
         if cfg.max_body_bytes == 0 || cfg.max_event_bytes == 0 {
             return Err(WebhookError::Config(
                 "`max_body_bytes` and `max_event_bytes` must be greater than zero".into(),
@@ -262,27 +270,7 @@ impl WebhookServer {
                 "`max_connections` must be greater than zero".into(),
             ));
         }
-        if let Some(c) = &cfg.default_cluster {
-            if !valid_cluster_name(c) {
-                return Err(WebhookError::Config(format!(
-                    "`default_cluster` {c:?} must match [A-Za-z0-9._-]{{1,63}}"
-                )));
-            }
-        }
-        if cfg
-            .bearer_token
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            return Err(WebhookError::Config("`bearer_token` is empty".into()));
-        }
-        let tls = match &cfg.tls {
-            Some(files) => Some(TlsAcceptor::from(tls::server_config(
-                files,
-                &[b"h2", b"http/1.1"],
-            )?)),
-            None => None,
-        };
+        let tls = live.tls.clone();
         let listener =
             TcpListener::bind(cfg.listen)
                 .await
@@ -308,8 +296,7 @@ impl WebhookServer {
             handle,
             metrics,
             readiness: Readiness::new(),
-            token: cfg.bearer_token.map(|t| t.trim().as_bytes().to_vec()),
-            default_cluster: cfg.default_cluster.map(Arc::from),
+            live: parking_lot::RwLock::new(Arc::new(live)),
             max_body_bytes: cfg.max_body_bytes,
             limits: DecodeLimits {
                 max_event_bytes: cfg.max_event_bytes,
@@ -333,6 +320,11 @@ impl WebhookServer {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle that applies new settings while serving (hot reload).
+    pub fn control(&self) -> WebhookControl {
+        WebhookControl(self.shared.clone())
     }
 
     /// The readiness handle (see [`Readiness`]).
@@ -397,7 +389,13 @@ impl WebhookServer {
                 stop: stop_rx.clone(),
                 _permit: permit,
             };
-            let tls = tls.clone();
+            // The current certificate (a reload may have replaced it); TLS itself cannot be
+            // switched on or off while serving.
+            let tls = if tls.is_some() {
+                shared.live.read().tls.clone()
+            } else {
+                None
+            };
             tasks.spawn(async move {
                 let _ = stream.set_nodelay(true);
                 match tls {
@@ -430,6 +428,75 @@ impl WebhookServer {
             );
             tasks.shutdown().await;
         }
+        Ok(())
+    }
+}
+
+/// Validates the reloadable settings and loads the TLS files.
+fn live_settings(cfg: &WebhookConfig) -> Result<Live, WebhookError> {
+    if let Some(c) = &cfg.default_cluster {
+        if !valid_cluster_name(c) {
+            return Err(WebhookError::Config(format!(
+                "`default_cluster` {c:?} must match [A-Za-z0-9._-]{{1,63}}"
+            )));
+        }
+    }
+    if cfg
+        .bearer_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err(WebhookError::Config("`bearer_token` is empty".into()));
+    }
+    let tls = match &cfg.tls {
+        Some(files) => Some(TlsAcceptor::from(tls::server_config(
+            files,
+            &[b"h2", b"http/1.1"],
+        )?)),
+        None => None,
+    };
+    Ok(Live {
+        token: cfg
+            .bearer_token
+            .as_ref()
+            .map(|t| t.trim().as_bytes().to_vec()),
+        default_cluster: cfg.default_cluster.as_deref().map(Arc::from),
+        tls,
+    })
+}
+
+/// Applies new settings to a running receiver (hot reload); cheap to clone.
+#[derive(Clone)]
+pub struct WebhookControl(Arc<Shared>);
+
+impl fmt::Debug for WebhookControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookControl")
+    }
+}
+
+impl WebhookControl {
+    /// Checks `cfg` without applying it (TLS files are loaded and verified).
+    pub fn check(&self, cfg: &WebhookConfig) -> Result<(), WebhookError> {
+        self.prepare(cfg).map(|_| ())
+    }
+
+    fn prepare(&self, cfg: &WebhookConfig) -> Result<Live, WebhookError> {
+        let live = live_settings(cfg)?;
+        let was_tls = self.0.live.read().tls.is_some();
+        if live.tls.is_some() != was_tls {
+            return Err(WebhookError::Config(
+                "TLS cannot be switched on or off while serving; restart to apply".into(),
+            ));
+        }
+        Ok(live)
+    }
+
+    /// Replaces the bearer token, the default cluster and the TLS certificate, key and
+    /// client CA. New connections use the new certificate; open ones keep theirs.
+    pub fn apply(&self, cfg: &WebhookConfig) -> Result<(), WebhookError> {
+        let live = self.prepare(cfg)?;
+        *self.0.live.write() = Arc::new(live);
         Ok(())
     }
 }
