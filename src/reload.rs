@@ -309,18 +309,15 @@ impl Reloader {
     }
 }
 
+/// Rules, Falco rules and correlator of a new engine.
+pub type RuleParts = (
+    Arc<RuleSet>,
+    Option<Arc<FalcoRuleSet>>,
+    Option<Arc<Correlator>>,
+);
+
 /// Builds rules, Falco rules and (when needed) a correlator from `cfg`; every error.
-pub fn build_rules(
-    cfg: &Config,
-    metrics: &Arc<Metrics>,
-) -> Result<
-    (
-        Arc<RuleSet>,
-        Option<Arc<FalcoRuleSet>>,
-        Option<Arc<Correlator>>,
-    ),
-    Vec<String>,
-> {
+pub fn build_rules(cfg: &Config, metrics: &Arc<Metrics>) -> Result<RuleParts, Vec<String>> {
     let opts = LoadOptions {
         builtin: cfg.rules.builtin,
         dirs: cfg.rules.dirs.clone(),
@@ -538,15 +535,25 @@ pub async fn run(
         // Taken before reading: a write during the reload triggers another one.
         let before = Fingerprint::of(&reloader.watched().await);
         let outcome = reloader.reload().await;
-        // The watched set may have changed (new rule files, a new directory).
+        // What the reload read is what `before` saw; a file that joined the watched set
+        // (a new rule file) is marked unknown, so the next poll reloads once more in case
+        // it changed while the reload read it.
         seen = if outcome.ok {
-            let after = reloader.watched().await;
-            let mut fp = Fingerprint::of(&after);
-            // Keep what was read before the reload where the file list is the same.
-            if before.0.len() == fp.0.len() && before.0.iter().zip(&fp.0).all(|(a, b)| a.0 == b.0) {
-                fp = before;
-            }
-            fp
+            let known: HashMap<PathBuf, Option<(u64, SystemTime)>> = before.0.into_iter().collect();
+            Fingerprint(
+                reloader
+                    .watched()
+                    .await
+                    .into_iter()
+                    .map(|p| {
+                        let m = known
+                            .get(&p)
+                            .cloned()
+                            .unwrap_or(Some((u64::MAX, SystemTime::UNIX_EPOCH)));
+                        (p, m)
+                    })
+                    .collect(),
+            )
         } else {
             before
         };
