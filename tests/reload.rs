@@ -41,10 +41,10 @@ detection:
 level: medium
 ";
 
-fn config_text(dir: &Path, alerts: &Path) -> String {
+fn config_text(rules: &Path, alerts: &Path) -> String {
     format!(
         "serve:\n  listen: \"127.0.0.1:0\"\nrules:\n  builtin: false\n  dirs: [\"{}\"]\nengine:\n  workers: 2\nsinks:\n  - type: file\n    path: \"{}\"\nshutdown_timeout: 30s\n",
-        dir.join("rules").display(),
+        rules.display(),
         alerts.display()
     )
 }
@@ -209,7 +209,7 @@ async fn reload_under_load_loses_nothing_and_applies_rules_and_sinks() {
     let alerts1 = dir.path().join("alerts1.jsonl");
     let alerts2 = dir.path().join("alerts2.jsonl");
     let cfg_file = dir.path().join("audithawk.yaml");
-    std::fs::write(&cfg_file, config_text(dir.path(), &alerts1)).unwrap();
+    std::fs::write(&cfg_file, config_text(&dir.path().join("rules"), &alerts1)).unwrap();
 
     let mut run = start(cfg_file.clone(), Duration::from_millis(50)).await;
     let next = Arc::new(AtomicU64::new(0));
@@ -220,10 +220,16 @@ async fn reload_under_load_loses_nothing_and_applies_rules_and_sinks() {
 
     // 1. New rule B and a new sink, applied by the trigger (what SIGHUP does). The file
     //    poll may see the same change first; either way exactly one reload applies it.
-    // The sink first: a poll between the two writes may apply the sink without rule B,
-    // never rule B into the old sink.
-    std::fs::write(&cfg_file, config_text(dir.path(), &alerts2)).unwrap();
-    std::fs::write(dir.path().join("rules/b.yml"), RULE_B).unwrap();
+    // Atomic from the reloader's view: a new rules directory (A and B) and a config naming
+    // it and the new sink, renamed into place. A reload reads either the old config and
+    // rules or the new ones, never a mix (rule B into the old sink).
+    let rules2 = dir.path().join("rules2");
+    std::fs::create_dir(&rules2).unwrap();
+    std::fs::write(rules2.join("a.yml"), RULE_A).unwrap();
+    std::fs::write(rules2.join("b.yml"), RULE_B).unwrap();
+    let tmp = dir.path().join("audithawk.yaml.tmp");
+    std::fs::write(&tmp, config_text(&rules2, &alerts2)).unwrap();
+    std::fs::rename(&tmp, &cfg_file).unwrap();
     run.trigger.send(()).await.unwrap();
     let first = next_outcome(&mut run.outcomes).await;
     assert!(first.ok, "reload failed: {:?}", first.errors);
@@ -236,7 +242,7 @@ async fn reload_under_load_loses_nothing_and_applies_rules_and_sinks() {
 
     // 2. A broken rule file, found by the file poll: the running set stays.
     std::fs::write(
-        dir.path().join("rules/broken.yml"),
+        rules2.join("broken.yml"),
         "title: broken\nid: 00000000-0000-4000-8000-0000000000ff\nlogsource: {product: kubernetes, service: audit}\ndetection:\n    selection:\n        verb|nosuchmodifier: get\n    condition: selection and missing\n",
     )
     .unwrap();
@@ -312,4 +318,95 @@ fn fingerprint_tracks_rule_directory_contents() {
     let files2 = audithawk::reload::watched_files(&cfg, None);
     assert!(files2.iter().any(|f| f.ends_with("new.yml")), "{files2:?}");
     assert_ne!(before, Fingerprint::of(&files2));
+}
+
+const BASE: &str = "\
+title: Secret get (TITLE)
+id: 00000000-0000-4000-8000-0000000000c1
+name: secret_get
+status: test
+logsource: {product: kubernetes, service: audit}
+detection:
+    selection:
+        verb: VERB
+        objectRef.resource: secrets
+    condition: selection
+level: low
+---
+title: Three secret reads
+id: 00000000-0000-4000-8000-0000000000c2
+name: three_secret_reads
+status: test
+correlation:
+  type: event_count
+  rules:
+    - secret_get
+  group-by:
+    - user.username
+  timespan: 15m
+  condition:
+    gte: 3
+level: high
+";
+
+fn corr_engine(dir: &Path, title: &str, verb: &str) -> (Config, audithawk::reload::RuleParts) {
+    std::fs::write(
+        dir.join("c.yml"),
+        BASE.replace("TITLE", title).replace("VERB", verb),
+    )
+    .unwrap();
+    let mut cfg = Config::default();
+    cfg.rules.builtin = false;
+    cfg.rules.dirs = vec![dir.to_path_buf()];
+    let parts = audithawk::reload::build_rules(&cfg, &Arc::new(Metrics::new())).expect("rules");
+    assert!(parts.2.is_some(), "a correlator is built");
+    (cfg, parts)
+}
+
+/// Feeds events 0..n for alice and returns the correlation alerts after a flush.
+fn feed(e: &audithawk::engine::Engine, range: std::ops::Range<u64>) -> usize {
+    let mut out = Vec::new();
+    for n in range {
+        let mut v = event(n);
+        v["user"]["username"] = "alice".into();
+        let text = v.to_string();
+        let ev = audithawk::model::AuditEvent::parse(&text).expect("event");
+        e.process(&ev, chrono::Utc::now(), &mut out);
+    }
+    e.correlator().expect("correlator").flush(&mut out);
+    out.iter().filter(|a| a.rule.id.ends_with("c2")).count()
+}
+
+/// A reload that changes only a base rule's title keeps the correlation's window (2 reads
+/// before + 1 after fire); one that changes its detection resets it (no alert).
+#[test]
+fn correlation_windows_survive_a_reload_unless_their_rule_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (title, verb, fires) in [("renamed", "get", 1), ("same", "[get, list]", 0)] {
+        let (_, (r1, f1, c1)) = corr_engine(dir.path(), "same", "get");
+        let m = Arc::new(Metrics::new());
+        let e1 = audithawk::engine::Engine::new(r1, 1000, m)
+            .with_falco(f1)
+            .with_correlator(c1.unwrap());
+        // Two reads: not yet three.
+        let mut out = Vec::new();
+        for n in 0..2 {
+            let mut v = event(n);
+            v["user"]["username"] = "alice".into();
+            let text = v.to_string();
+            let ev = audithawk::model::AuditEvent::parse(&text).unwrap();
+            e1.process(&ev, chrono::Utc::now(), &mut out);
+        }
+        let (_, (r2, f2, c2)) = corr_engine(dir.path(), title, verb);
+        let (stats, dropped) =
+            audithawk::reload::carry_state(&e1, &r2, c2.as_deref()).expect("carry");
+        let e2 = e1.reloaded(r2, f2, c2);
+        if fires == 1 {
+            assert!(dropped.is_empty(), "{dropped:?}");
+            assert!(stats.groups + stats.pending > 0, "state carried: {stats:?}");
+        } else {
+            assert_eq!(dropped, vec!["00000000-0000-4000-8000-0000000000c2"]);
+        }
+        assert_eq!(feed(&e2, 2..3), fires, "title {title:?}, verb {verb:?}");
+    }
 }
