@@ -175,6 +175,16 @@ pub fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AppError> {
         max_body_bytes: cfg.serve.max_body_bytes,
         max_event_bytes: cfg.serve.max_event_bytes,
         default_cluster: cfg.cluster.clone(),
+        clusters: cfg
+            .serve
+            .clusters
+            .iter()
+            .map(|c| crate::ingest::webhook::ClusterIdentity {
+                name: c.name.clone(),
+                client_cn: c.client_cn.clone(),
+                client_san_dns: c.client_san_dns.clone(),
+            })
+            .collect(),
         retry_after_secs: cfg.serve.retry_after_secs,
         header_read_timeout: cfg.serve.header_read_timeout.0,
         idle_timeout: cfg.serve.idle_timeout.0,

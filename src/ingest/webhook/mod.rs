@@ -67,6 +67,8 @@ pub struct WebhookConfig {
     pub max_event_bytes: usize,
     /// Cluster attached to events POSTed to `/audit` (without a `/{cluster}` suffix).
     pub default_cluster: Option<String>,
+    /// Client-certificate identities mapped to clusters (multi-cluster, mutual TLS).
+    pub clusters: Vec<ClusterIdentity>,
     /// Seconds sent in `Retry-After` with 429 (queue full) and 503 (shutting down).
     pub retry_after_secs: u64,
     /// Time allowed for a complete HTTP/1.1 request head; hyper also applies it while a
@@ -99,6 +101,7 @@ impl Default for WebhookConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_event_bytes: DecodeLimits::default().max_event_bytes,
             default_cluster: None,
+            clusters: Vec::new(),
             retry_after_secs: 5,
             header_read_timeout: Duration::from_secs(10),
             // client-go gives up on an attempt after 30 s anyway.
@@ -150,6 +153,61 @@ pub enum WebhookError {
     /// A setting is invalid.
     #[error("webhook config: {0}")]
     Config(String),
+}
+
+/// A cluster identified by its API server's client certificate. A certificate that
+/// matches wins over the URL path: a request whose path names another cluster is refused
+/// with 403, so one cluster cannot send events in another's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    /// The cluster name attached to events.
+    pub name: String,
+    /// Matches a certificate whose subject common name equals this.
+    pub client_cn: Option<String>,
+    /// Matches a certificate with this DNS subject alternative name.
+    pub client_san_dns: Option<String>,
+}
+
+/// The subject CNs and DNS SANs of a client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Subject common names.
+    pub cns: Vec<String>,
+    /// DNS subject alternative names.
+    pub dns: Vec<String>,
+}
+
+impl PeerIdentity {
+    /// Parses a DER certificate; `None` when it cannot be parsed.
+    pub fn from_der(der: &[u8]) -> Option<PeerIdentity> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let cns = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|a| a.as_str().ok().map(str::to_string))
+            .collect();
+        let mut dns = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for n in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                    dns.push(d.to_string());
+                }
+            }
+        }
+        Some(PeerIdentity { cns, dns })
+    }
+
+    /// The first mapping this identity matches.
+    pub fn cluster<'a>(&self, map: &'a [ClusterIdentity]) -> Option<&'a str> {
+        map.iter()
+            .find(|c| {
+                c.client_cn.as_ref().is_some_and(|cn| self.cns.contains(cn))
+                    || c.client_san_dns
+                        .as_ref()
+                        .is_some_and(|d| self.dns.contains(d))
+            })
+            .map(|c| c.name.as_str())
+    }
 }
 
 /// Whether a cluster name is acceptable in `/audit/{cluster}` and as `default_cluster`:
@@ -214,6 +272,7 @@ impl Readiness {
 struct Live {
     token: Option<Vec<u8>>,
     default_cluster: Option<Arc<str>>,
+    clusters: Vec<ClusterIdentity>,
     tls: Option<TlsAcceptor>,
 }
 
@@ -403,7 +462,7 @@ impl WebhookServer {
                         conn.serve_tls(acceptor, stream, peer, tls_handshake_timeout)
                             .await
                     }
-                    None => conn.serve(stream, peer).await,
+                    None => conn.serve(stream, peer, None).await,
                 }
             });
         }
@@ -448,6 +507,20 @@ fn live_settings(cfg: &WebhookConfig) -> Result<Live, WebhookError> {
     {
         return Err(WebhookError::Config("`bearer_token` is empty".into()));
     }
+    for c in &cfg.clusters {
+        if !valid_cluster_name(&c.name) {
+            return Err(WebhookError::Config(format!(
+                "cluster {:?} must match [A-Za-z0-9._-]{{1,63}}",
+                c.name
+            )));
+        }
+        if c.client_cn.is_none() && c.client_san_dns.is_none() {
+            return Err(WebhookError::Config(format!(
+                "cluster {:?}: set `client_cn` or `client_san_dns`",
+                c.name
+            )));
+        }
+    }
     let tls = match &cfg.tls {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(
             files,
@@ -456,6 +529,7 @@ fn live_settings(cfg: &WebhookConfig) -> Result<Live, WebhookError> {
         None => None,
     };
     Ok(Live {
+        clusters: cfg.clusters.clone(),
         token: cfg
             .bearer_token
             .as_ref()
@@ -574,7 +648,18 @@ impl Conn {
             _ = self.stop.wait_for(|s| *s) => return,
         };
         let reason = match handshake {
-            Ok(Ok(tls)) => return self.serve(tls, peer).await,
+            Ok(Ok(tls)) => {
+                // Parsed once per connection; mapped to a cluster per request, so a reload
+                // of the mapping applies to open connections too.
+                let ident = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| PeerIdentity::from_der(c.as_ref()))
+                    .map(Arc::new);
+                return self.serve(tls, peer, ident).await;
+            }
             Ok(Err(e)) => {
                 // Usually a client without a valid certificate, or a port scanner.
                 warn!(%peer, error = %e, "Webhook TLS handshake failed.");
@@ -592,7 +677,7 @@ impl Conn {
         );
     }
 
-    async fn serve<IO>(mut self, io: IO, peer: SocketAddr)
+    async fn serve<IO>(mut self, io: IO, peer: SocketAddr, ident: Option<Arc<PeerIdentity>>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -604,9 +689,10 @@ impl Conn {
         let act = activity.clone();
         let svc = service_fn(move |req| {
             let shared = shared.clone();
+            let ident = ident.clone();
             let busy = act.begin();
             async move {
-                let resp = handler::handle(&shared, req).await;
+                let resp = handler::handle(&shared, req, ident.as_deref()).await;
                 drop(busy);
                 Ok::<_, std::convert::Infallible>(resp)
             }
