@@ -10,12 +10,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::ingest::webhook::{WebhookConfig, WebhookServer};
 use crate::pipeline::{Pipeline, PipelineHandle};
-use crate::sinks::Router;
+
 use crate::telemetry::Metrics;
 
 /// Errors that stop a long-running command.
@@ -40,22 +41,6 @@ pub enum AppError {
     /// Something else (I/O while reading the token file, the demo's HTTP client).
     #[error("{0}")]
     Other(String),
-}
-
-/// Builds the configured sinks (health checks and set-up included) under
-/// `<data_dir>/sinks/`, and the raw-event forwarder when enabled.
-pub async fn build_outputs(
-    cfg: &Config,
-    metrics: &Arc<Metrics>,
-) -> Result<(Router, Option<crate::sinks::raw::RawForwarder>), AppError> {
-    let router = crate::sinks::config::build_router(&cfg.sinks, metrics.clone(), &cfg.data_dir)
-        .await
-        .map_err(|e| AppError::Other(format!("sinks: {e}")))?;
-    let forwarder =
-        crate::sinks::raw::RawForwarder::start(&cfg.raw_forwarding, metrics.clone(), &cfg.data_dir)
-            .await
-            .map_err(|e| AppError::Other(format!("raw_forwarding: {e}")))?;
-    Ok((router, forwarder))
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -88,14 +73,30 @@ pub async fn start_pipeline(
     engine: Arc<Engine>,
     metrics: &Arc<Metrics>,
 ) -> Result<(Pipeline, PipelineHandle), AppError> {
-    let (router, forwarder) = build_outputs(cfg, metrics).await?;
+    // One router per sink, so that a reload can keep the sinks whose settings did not
+    // change (crate::reload).
+    let mut routers = Vec::with_capacity(cfg.sinks.len());
+    for (i, s) in cfg.sinks.iter().enumerate() {
+        let r = crate::sinks::config::build_router(
+            std::slice::from_ref(s),
+            metrics.clone(),
+            &cfg.data_dir,
+        )
+        .await
+        .map_err(|e| AppError::Other(format!("sinks[{i}]: {e}")))?;
+        routers.push(r);
+    }
+    let forwarder =
+        crate::sinks::raw::RawForwarder::start(&cfg.raw_forwarding, metrics.clone(), &cfg.data_dir)
+            .await
+            .map_err(|e| AppError::Other(format!("raw_forwarding: {e}")))?;
     let workers = match cfg.engine.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    Ok(Pipeline::start_with_forwarder(
+    Ok(Pipeline::start_with(
         engine,
-        router,
+        routers,
         forwarder,
         workers,
         cfg.engine.queue_capacity,
@@ -129,6 +130,16 @@ pub fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AppError> {
         max_body_bytes: cfg.serve.max_body_bytes,
         max_event_bytes: cfg.serve.max_event_bytes,
         default_cluster: cfg.cluster.clone(),
+        clusters: cfg
+            .serve
+            .clusters
+            .iter()
+            .map(|c| crate::ingest::webhook::ClusterIdentity {
+                name: c.name.clone(),
+                client_cn: c.client_cn.clone(),
+                client_san_dns: c.client_san_dns.clone(),
+            })
+            .collect(),
         retry_after_secs: cfg.serve.retry_after_secs,
         header_read_timeout: cfg.serve.header_read_timeout.0,
         idle_timeout: cfg.serve.idle_timeout.0,
@@ -145,10 +156,89 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    serve_with(cfg, engine, metrics, shutdown, RunOptions::default()).await
+}
+
+/// Extras of the long-running commands: hot reload and, for tests and embedding, the bound
+/// address.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Enables hot reload (SIGHUP, watched files every 2 s, `reload_trigger`).
+    pub reload: Option<crate::reload::ReloadSource>,
+    /// Each message reloads at once (as SIGHUP does).
+    pub reload_trigger: Option<tokio::sync::mpsc::Receiver<()>>,
+    /// Receives the outcome of every reload.
+    pub reload_outcomes: Option<tokio::sync::mpsc::UnboundedSender<crate::reload::ReloadOutcome>>,
+    /// How often watched files are checked (default [`crate::reload::POLL_INTERVAL`]).
+    pub reload_poll: Option<Duration>,
+    /// Receives the webhook's bound address once listening (useful with port 0).
+    pub bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+}
+
+/// Starts the reload task when configured; returns its stop signal and task.
+fn start_reloader(
+    cfg: &Config,
+    pipeline: &Pipeline,
+    webhook: Option<crate::ingest::webhook::WebhookControl>,
+    metrics: &Arc<Metrics>,
+    opts: &mut RunOptions,
+) -> Option<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let source = opts.reload.take()?;
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        source,
+        cfg.clone(),
+        pipeline.engine_slot().clone(),
+        pipeline.router_slot().clone(),
+        webhook,
+        metrics.clone(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::reload::run(
+        reloader,
+        opts.reload_trigger.take(),
+        opts.reload_outcomes.take(),
+        opts.reload_poll.unwrap_or(crate::reload::POLL_INTERVAL),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    Some((stop_tx, task))
+}
+
+/// Stops the reload task (a reload in progress completes first).
+async fn stop_reloader(
+    r: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+) {
+    if let Some((stop, task)) = r {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+}
+
+/// [`serve`] with hot reload and the other [`RunOptions`].
+pub async fn serve_with(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+    mut opts: RunOptions,
+) -> Result<(), AppError> {
     let (pipeline, handle) = start_pipeline(cfg, engine, &metrics).await?;
     let server = WebhookServer::bind(webhook_config(cfg)?, handle, metrics.clone()).await?;
     tracing::info!(addr = %server.local_addr(), "Listening for audit events.");
-    server.run(shutdown).await?;
+    if let Some(tx) = opts.bound.take() {
+        let _ = tx.send(server.local_addr());
+    }
+    let reloader = start_reloader(cfg, &pipeline, Some(server.control()), &metrics, &mut opts);
+    let res = server.run(shutdown).await;
+    stop_reloader(reloader).await;
+    res?;
     finish(pipeline, cfg).await;
     Ok(())
 }
@@ -185,8 +275,21 @@ pub async fn tail(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    tail_with(cfg, engine, metrics, shutdown, RunOptions::default()).await
+}
+
+/// [`tail`] with hot reload (`bound` is unused).
+pub async fn tail_with(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+    mut opts: RunOptions,
+) -> Result<(), AppError> {
     let (pipeline, handle) = start_pipeline(cfg, engine, &metrics).await?;
+    let reloader = start_reloader(cfg, &pipeline, None, &metrics, &mut opts);
     let res = crate::ingest::tail::run(tail_config(cfg), handle, metrics.clone(), shutdown).await;
+    stop_reloader(reloader).await;
     // Drain even when the tailer failed: what it handed over is still delivered.
     finish(pipeline, cfg).await;
     res.map_err(AppError::from)

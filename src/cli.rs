@@ -101,7 +101,7 @@ pub struct DemoArgs {
 }
 
 /// `serve` arguments (they override the config file).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Listen address (default 0.0.0.0:8443).
     #[arg(long, value_name = "ADDR")]
@@ -130,7 +130,7 @@ pub struct ServeArgs {
 }
 
 /// `tail` arguments (they override the config file).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TailArgs {
     /// Files or glob patterns to follow (added to `tail.paths`).
     #[arg(value_name = "FILE|GLOB")]
@@ -440,8 +440,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             tracing::info!(?stats, "Generated.");
             Ok(0)
         }
-        Command::Serve(args) => cmd_serve(cfg, args, &log),
-        Command::Tail(args) => cmd_tail(cfg, args, &log),
+        Command::Serve(args) => cmd_serve(cfg, args, cli.config, &log),
+        Command::Tail(args) => cmd_tail(cfg, args, cli.config, &log),
         Command::Scan(args) => cmd_scan(&cfg, args),
         Command::Rules(cmd) => cmd_rules(&cfg, cmd),
         Command::Policy(PolicyCommand::Check {
@@ -493,7 +493,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn cmd_serve(mut cfg: Config, args: ServeArgs, log: &LogSettings) -> Result<i32> {
+fn serve_overrides(cfg: &mut Config, args: &ServeArgs) -> Result<()> {
+    let args = args.clone();
     if let Some(l) = args.listen {
         cfg.serve.listen = l;
     }
@@ -511,7 +512,7 @@ fn cmd_serve(mut cfg: Config, args: ServeArgs, log: &LogSettings) -> Result<i32>
     if args.cluster.is_some() {
         cfg.cluster = args.cluster;
     }
-    stdout_override(&mut cfg, args.format);
+    stdout_override(cfg, args.format);
     // Flags bypass the file's validation, so validate the merged result again.
     let problems = cfg.validate();
     if !problems.is_empty() {
@@ -521,10 +522,71 @@ fn cmd_serve(mut cfg: Config, args: ServeArgs, log: &LogSettings) -> Result<i32>
             .collect();
         return Err(anyhow!("invalid settings:\n  {}", list.join("\n  ")));
     }
+    Ok(())
+}
+
+/// Hot reload: the config file again, with the same command-line overrides and rule flags
+/// (merged into `rules`, so the reloaded config describes every rule source).
+fn reload_source(
+    path: Option<PathBuf>,
+    apply: impl Fn(&mut Config) -> Result<()> + Send + Sync + 'static,
+) -> crate::reload::ReloadSource {
+    let file = path.clone();
+    crate::reload::ReloadSource {
+        load: Arc::new(move || {
+            let mut cfg = match &file {
+                Some(p) => Config::load(p).map_err(|e| {
+                    e.problems
+                        .iter()
+                        .map(|p| format!("{}: {p}", e.file))
+                        .collect::<Vec<_>>()
+                })?,
+                None => Config::default(),
+            };
+            apply(&mut cfg).map_err(|e| vec![format!("{e:#}")])?;
+            Ok(cfg)
+        }),
+        config_file: path,
+    }
+}
+
+/// Merges the rule flags into `cfg.rules` (what `build_engine` does with them).
+fn merge_rule_args(cfg: &mut Config, args: &RuleArgs) {
+    let o = load_options(cfg, args);
+    cfg.rules.builtin = o.builtin;
+    cfg.rules.dirs = o.dirs;
+    cfg.rules.lists = o.lists;
+    cfg.rules.skip_broken = o.skip_broken;
+    cfg.rules.falco.extend(args.rules_falco.iter().cloned());
+}
+
+fn cmd_serve(
+    mut cfg: Config,
+    args: ServeArgs,
+    config_path: Option<PathBuf>,
+    log: &LogSettings,
+) -> Result<i32> {
+    serve_overrides(&mut cfg, &args)?;
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
+    let reload_args = args.clone();
+    let source = reload_source(config_path, move |c| {
+        serve_overrides(c, &reload_args)?;
+        merge_rule_args(c, &reload_args.rules);
+        Ok(())
+    });
+    merge_rule_args(&mut cfg, &args.rules);
     run_long(&cfg, metrics.clone(), log, || {
-        crate::app::serve(&cfg, engine, metrics, crate::app::shutdown_signal())
+        crate::app::serve_with(
+            &cfg,
+            engine,
+            metrics,
+            crate::app::shutdown_signal(),
+            crate::app::RunOptions {
+                reload: Some(source),
+                ..Default::default()
+            },
+        )
     })?;
     Ok(0)
 }
@@ -572,7 +634,8 @@ fn cmd_demo(mut cfg: Config, args: DemoArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn cmd_tail(mut cfg: Config, args: TailArgs, log: &LogSettings) -> Result<i32> {
+fn tail_overrides(cfg: &mut Config, args: &TailArgs) -> Result<()> {
+    let args = args.clone();
     cfg.tail.paths.extend(args.paths);
     if let Some(c) = args.checkpoint {
         cfg.tail.checkpoint = c;
@@ -583,17 +646,42 @@ fn cmd_tail(mut cfg: Config, args: TailArgs, log: &LogSettings) -> Result<i32> {
     if args.cluster.is_some() {
         cfg.cluster = args.cluster;
     }
-    stdout_override(&mut cfg, args.format);
+    stdout_override(cfg, args.format);
     if cfg.tail.paths.is_empty() {
         return Err(anyhow!(
             "nothing to follow: give FILE|GLOB arguments or set `tail.paths`"
         ));
     }
-    validate_merged(&cfg)?;
+    validate_merged(cfg)
+}
+
+fn cmd_tail(
+    mut cfg: Config,
+    args: TailArgs,
+    config_path: Option<PathBuf>,
+    log: &LogSettings,
+) -> Result<i32> {
+    tail_overrides(&mut cfg, &args)?;
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
+    let reload_args = args.clone();
+    let source = reload_source(config_path, move |c| {
+        tail_overrides(c, &reload_args)?;
+        merge_rule_args(c, &reload_args.rules);
+        Ok(())
+    });
+    merge_rule_args(&mut cfg, &args.rules);
     run_long(&cfg, metrics.clone(), log, || {
-        crate::app::tail(&cfg, engine, metrics, crate::app::shutdown_signal())
+        crate::app::tail_with(
+            &cfg,
+            engine,
+            metrics,
+            crate::app::shutdown_signal(),
+            crate::app::RunOptions {
+                reload: Some(source),
+                ..Default::default()
+            },
+        )
     })?;
     Ok(0)
 }

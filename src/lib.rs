@@ -35,6 +35,7 @@ pub mod ingest;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod reload;
 pub mod rules;
 pub mod sinks;
 pub mod telemetry;

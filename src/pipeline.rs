@@ -158,12 +158,118 @@ impl PipelineHandle {
     }
 }
 
+/// The engine the workers evaluate with, replaceable while running (hot reload).
+///
+/// Workers hold the read side only while evaluating a batch (synchronously, never across
+/// an await); [`EngineSlot::swap_with`] takes the write side, so the replacement is built
+/// at a moment when no evaluation is in flight on the old engine: correlation state taken
+/// from it then is complete, and no event is evaluated by both or by neither.
+#[derive(Debug)]
+pub struct EngineSlot(parking_lot::RwLock<Arc<Engine>>);
+
+impl EngineSlot {
+    /// A slot holding `engine`.
+    pub fn new(engine: Arc<Engine>) -> EngineSlot {
+        EngineSlot(parking_lot::RwLock::new(engine))
+    }
+
+    /// The current engine.
+    pub fn current(&self) -> Arc<Engine> {
+        self.0.read().clone()
+    }
+
+    /// Runs `f` on the current engine; a swap waits until `f` returns.
+    pub fn with<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
+        let g = self.0.read();
+        f(&g)
+    }
+
+    /// Replaces the engine with what `build` makes from the old one, while no evaluation
+    /// is in flight (blocks the calling thread: call it from `spawn_blocking`). On error
+    /// the old engine stays. Returns the old engine.
+    pub fn swap_with<E>(
+        &self,
+        build: impl FnOnce(&Arc<Engine>) -> Result<Engine, E>,
+    ) -> Result<Arc<Engine>, E> {
+        let mut g = self.0.write();
+        let new = Arc::new(build(&g)?);
+        Ok(std::mem::replace(&mut *g, new))
+    }
+}
+
+/// The sinks, one [`Router`] per configured sink, replaceable while running.
+///
+/// Dispatch holds the read side across its awaits (a full sink queue is back-pressure the
+/// batch must wait for anyway); [`RouterSlot::replace`] takes the write side, so every
+/// alert dispatched before the swap is in an old driver's queue and every alert after it
+/// goes to the new set: none is lost or sent twice.
+#[derive(Debug, Default)]
+pub struct RouterSlot(tokio::sync::RwLock<Vec<Router>>);
+
+impl RouterSlot {
+    /// A slot over `routers`.
+    pub fn new(routers: Vec<Router>) -> RouterSlot {
+        RouterSlot(tokio::sync::RwLock::new(routers))
+    }
+
+    /// Sends `alert` to every router (each applies its sinks' routes).
+    pub async fn dispatch(&self, alert: crate::model::SharedAlert) {
+        let g = self.0.read().await;
+        for r in g.iter() {
+            r.dispatch(alert.clone()).await;
+        }
+    }
+
+    /// Sends a batch's alerts, holding the set for the whole batch (alerts of one batch go
+    /// to one set, in order).
+    pub async fn dispatch_all(&self, alerts: Vec<crate::model::Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
+        let g = self.0.read().await;
+        for a in alerts {
+            let a = Arc::new(a);
+            for r in g.iter() {
+                r.dispatch(a.clone()).await;
+            }
+        }
+    }
+
+    /// Replaces the set: `f` gets the current routers and returns (new set, retired).
+    /// The retired routers are flushed and stopped (within `deadline` each) before
+    /// dispatch resumes, so a sink re-created with the same destination (a file path)
+    /// never has two writers and keeps its order. Returns false if a flush timed out.
+    pub async fn replace(
+        &self,
+        f: impl FnOnce(Vec<Router>) -> (Vec<Router>, Vec<Router>),
+        deadline: Duration,
+    ) -> bool {
+        let mut g = self.0.write().await;
+        let (new, retired) = f(std::mem::take(&mut *g));
+        *g = new;
+        let mut ok = true;
+        for r in retired {
+            ok &= r.shutdown(deadline).await;
+        }
+        ok
+    }
+
+    async fn shutdown(&self, deadline: Duration) -> bool {
+        let routers = std::mem::take(&mut *self.0.write().await);
+        let mut ok = true;
+        for r in routers {
+            ok &= r.shutdown(deadline).await;
+        }
+        ok
+    }
+}
+
 /// The running pipeline.
 #[derive(Debug)]
 pub struct Pipeline {
     workers: Vec<JoinHandle<()>>,
-    router: Arc<Router>,
-    engine: Arc<Engine>,
+    router: Arc<RouterSlot>,
+    engine: Arc<EngineSlot>,
     /// Wall-clock work of the correlation engine (idle flush, sweep, snapshots).
     ticker: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     /// Raw audit-event forwarding, when enabled.
@@ -180,14 +286,15 @@ impl Pipeline {
         queue_capacity: usize,
         metrics: Arc<Metrics>,
     ) -> (Pipeline, PipelineHandle) {
-        Self::start_with_forwarder(engine, router, None, workers, queue_capacity, metrics)
+        Self::start_with(engine, vec![router], None, workers, queue_capacity, metrics)
     }
 
-    /// As [`Pipeline::start`], also offering every accepted, non-duplicate event to the raw
-    /// forwarder (which filters and redacts it).
-    pub fn start_with_forwarder(
+    /// As [`Pipeline::start`] with one router per sink (so that a reload can keep the sinks
+    /// whose settings did not change), offering every accepted, non-duplicate event to the
+    /// raw forwarder when there is one (it filters and redacts).
+    pub fn start_with(
         engine: Arc<Engine>,
-        router: Router,
+        routers: Vec<Router>,
         forwarder: Option<crate::sinks::raw::RawForwarder>,
         workers: usize,
         queue_capacity: usize,
@@ -196,14 +303,15 @@ impl Pipeline {
         let workers = workers.max(1);
         // The capacity is shared out so that the total queued stays `queue_capacity`.
         let per_worker = queue_capacity.div_ceil(workers).max(1);
-        let router = Arc::new(router);
+        let router = Arc::new(RouterSlot::new(routers));
+        let engine = Arc::new(EngineSlot::new(engine));
         let forwarder = forwarder.map(Arc::new);
         let mut senders = Vec::with_capacity(workers);
         let mut tasks = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (tx, mut rx) = mpsc::channel::<Traced>(per_worker);
             senders.push(tx);
-            let engine: Arc<Engine> = engine.clone();
+            let engine = engine.clone();
             let router = router.clone();
             let metrics = metrics.clone();
             let forwarder = forwarder.clone();
@@ -215,25 +323,35 @@ impl Pipeline {
                         crate::telemetry::otel::SPAN_ENGINE_BATCH,
                         events = batch.events.len()
                     );
-                    tracing::Instrument::instrument(
-                        process_batch_forwarding(
-                            &engine,
-                            &router,
-                            forwarder.as_deref(),
-                            &metrics,
-                            batch,
-                        ),
-                        span,
-                    )
-                    .await;
+                    let work = async {
+                        // Evaluation is synchronous under the engine slot's read side (a
+                        // reload swaps between batches); forwarding and dispatch await after.
+                        let mut forward = Vec::new();
+                        let alerts =
+                            engine.with(|e| evaluate(e, &metrics, &batch.events, &mut forward));
+                        if let Some(f) = &forwarder {
+                            for i in forward {
+                                f.offer(&batch.events[i]).await;
+                            }
+                        }
+                        router.dispatch_all(alerts).await;
+                        if let Some(done) = batch.done {
+                            let _ = done.send(());
+                        }
+                    };
+                    tracing::Instrument::instrument(work, span).await;
                 }
             }));
         }
         let workers = tasks;
         let tx = Queues::Workers(Arc::from(senders));
-        let ticker = engine.correlator().cloned().map(|c| {
+        // Always running (one wake-up a second): a reload may add a correlator. It ticks
+        // whichever correlator is current, under the engine's read side, so a tick never
+        // changes state that a reload has already carried over.
+        let ticker = {
             let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
             let router = router.clone();
+            let engine = engine.clone();
             let metrics = metrics.clone();
             let task = tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -244,17 +362,21 @@ impl Pipeline {
                         _ = &mut stop_rx => break,
                     }
                     let mut alerts = Vec::new();
-                    if let Err(e) = c.tick(std::time::Instant::now(), &mut alerts) {
-                        tracing::warn!(error = %e, "Correlation state tick failed.");
-                    }
-                    for a in alerts {
+                    engine.with(|e| {
+                        if let Some(c) = e.correlator() {
+                            if let Err(e) = c.tick(std::time::Instant::now(), &mut alerts) {
+                                tracing::warn!(error = %e, "Correlation state tick failed.");
+                            }
+                        }
+                    });
+                    for a in &alerts {
                         metrics.alert(&a.rule.id, a.rule.level);
-                        router.dispatch(Arc::new(a)).await;
                     }
+                    router.dispatch_all(alerts).await;
                 }
             });
-            (task, stop_tx)
-        });
+            Some((task, stop_tx))
+        };
         (
             Pipeline {
                 workers,
@@ -266,6 +388,16 @@ impl Pipeline {
             },
             PipelineHandle { tx, metrics },
         )
+    }
+
+    /// The engine slot (for hot reload).
+    pub fn engine_slot(&self) -> &Arc<EngineSlot> {
+        &self.engine
+    }
+
+    /// The sink slot (for hot reload).
+    pub fn router_slot(&self) -> &Arc<RouterSlot> {
+        &self.router
     }
 
     /// Waits for the workers to drain the queue (every handle must be dropped first), then
@@ -280,17 +412,14 @@ impl Pipeline {
         }
         // Held correlation records are saved, not flushed: after a restart they are applied
         // in order with the events that follow.
-        if let Some(c) = self.engine.correlator() {
+        if let Some(c) = self.engine.current().correlator().cloned() {
             if let Err(e) = c.save() {
                 tracing::error!(error = %e, "Saving correlation state failed; windows restart empty.");
                 self.metrics
                     .count("audithawk_state_save_errors_total", &[], 1);
             }
         }
-        let mut ok = match Arc::try_unwrap(self.router) {
-            Ok(router) => router.shutdown(deadline).await,
-            Err(_) => false,
-        };
+        let mut ok = self.router.shutdown(deadline).await;
         if let Some(f) = self.forwarder {
             ok &= match Arc::try_unwrap(f) {
                 Ok(f) => f.shutdown(deadline).await,
@@ -301,35 +430,34 @@ impl Pipeline {
     }
 }
 
-/// Evaluates one batch and dispatches its alerts.
-pub async fn process_batch(engine: &Engine, router: &Router, metrics: &Metrics, batch: Batch) {
-    process_batch_forwarding(engine, router, None, metrics, batch).await
-}
-
-/// As [`process_batch`], offering each non-duplicate event to the raw forwarder.
-pub async fn process_batch_forwarding(
+/// Evaluates events, returning their alerts and counting the evaluated ones; pushes into
+/// `forward` the index of every event that was not a duplicate (for raw forwarding).
+pub fn evaluate(
     engine: &Engine,
-    router: &Router,
-    forwarder: Option<&crate::sinks::raw::RawForwarder>,
     metrics: &Metrics,
-    batch: Batch,
-) {
+    events: &[AuditEvent<'static>],
+    forward: &mut Vec<usize>,
+) -> Vec<crate::model::Alert> {
     let now = chrono::Utc::now();
     let mut alerts = Vec::new();
     let mut evaluated = 0u64;
-    for ev in &batch.events {
+    for (i, ev) in events.iter().enumerate() {
         let disposition = engine.process(ev, now, &mut alerts);
         if disposition == Disposition::Evaluated {
             evaluated += 1;
         }
-        if let Some(f) = forwarder {
-            if disposition != Disposition::Duplicate {
-                f.offer(ev).await;
-            }
+        if disposition != Disposition::Duplicate {
+            forward.push(i);
         }
     }
     metrics.evaluated.add(evaluated);
-    for a in alerts {
+    alerts
+}
+
+/// Evaluates one batch and dispatches its alerts.
+pub async fn process_batch(engine: &Engine, router: &Router, metrics: &Metrics, batch: Batch) {
+    let mut forward = Vec::new();
+    for a in evaluate(engine, metrics, &batch.events, &mut forward) {
         router.dispatch(Arc::new(a)).await;
     }
     if let Some(done) = batch.done {

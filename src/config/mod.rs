@@ -164,6 +164,22 @@ pub struct ServeConfig {
     pub idle_timeout: Dur,
     /// Concurrent connections.
     pub max_connections: usize,
+    /// Clusters identified by their API server's client certificate (multi-cluster).
+    pub clusters: Vec<ClusterEntry>,
+}
+
+/// One cluster identified by a client certificate (`serve.clusters`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEntry {
+    /// Cluster name attached to its events.
+    pub name: String,
+    /// Certificate subject common name.
+    #[serde(default)]
+    pub client_cn: Option<String>,
+    /// Certificate DNS subject alternative name.
+    #[serde(default)]
+    pub client_san_dns: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -179,6 +195,7 @@ impl Default for ServeConfig {
             header_read_timeout: Dur(Duration::from_secs(10)),
             idle_timeout: Dur(Duration::from_secs(90)),
             max_connections: 1024,
+            clusters: Vec::new(),
         }
     }
 }
@@ -636,6 +653,26 @@ impl Config {
                     format!("{} does not exist", d.display()),
                 );
             }
+        }
+        for (i, c) in self.serve.clusters.iter().enumerate() {
+            if !valid_cluster_name(&c.name) {
+                bad(
+                    &format!("serve.clusters[{i}].name"),
+                    format!("{:?} must be 1-63 characters of A-Z a-z 0-9 . _ -", c.name),
+                );
+            }
+            if c.client_cn.is_none() && c.client_san_dns.is_none() {
+                bad(
+                    &format!("serve.clusters[{i}]"),
+                    "set `client_cn` or `client_san_dns`".into(),
+                );
+            }
+        }
+        if !self.serve.clusters.is_empty() && self.serve.tls.client_ca.is_none() {
+            bad(
+                "serve.clusters",
+                "client certificates identify clusters only with `serve.tls.client_ca`".into(),
+            );
         }
         if let Some(c) = &self.cluster {
             if !valid_cluster_name(c) {

@@ -48,7 +48,9 @@ pub struct Engine {
     rules: Arc<RuleSet>,
     /// Falco rules loaded as they are (`--rules-falco`), evaluated after the Sigma rules.
     falco: Option<Arc<FalcoRuleSet>>,
-    dedup: Dedup,
+    /// Shared with the engines that replace this one on reload (re-sent batches keep being
+    /// recognised across a rule change).
+    dedup: Arc<Dedup>,
     stage_mask: u8,
     metrics: Arc<Metrics>,
     /// Stateful correlations, baselines, exceptions and re-alert suppression (optional).
@@ -62,7 +64,7 @@ impl Engine {
         Engine {
             rules,
             falco: None,
-            dedup: Dedup::new(dedup_capacity),
+            dedup: Arc::new(Dedup::new(dedup_capacity)),
             stage_mask,
             metrics,
             correlator: None,
@@ -95,6 +97,32 @@ impl Engine {
     /// The rule set.
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
+    }
+
+    /// The engine that replaces this one on a reload: new rules, Falco rules and
+    /// correlator, this engine's de-duplication set and metrics. The correlator should
+    /// already carry this engine's state (`crate::reload::carry_state`), taken while no
+    /// worker evaluates on this engine.
+    pub fn reloaded(
+        &self,
+        rules: Arc<RuleSet>,
+        falco: Option<Arc<FalcoRuleSet>>,
+        correlator: Option<Arc<correlate::Correlator>>,
+    ) -> Engine {
+        Engine {
+            stage_mask: rules.stage_mask(),
+            rules,
+            falco: None,
+            dedup: self.dedup.clone(),
+            metrics: self.metrics.clone(),
+            correlator,
+        }
+        .with_falco(falco)
+    }
+
+    /// The Falco rules, if any.
+    pub fn falco(&self) -> Option<&Arc<FalcoRuleSet>> {
+        self.falco.as_ref()
     }
 
     /// Processes one event, pushing any alerts into `out`.

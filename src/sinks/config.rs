@@ -34,7 +34,7 @@ use crate::model::{Level, SharedAlert};
 use crate::telemetry::Metrics;
 
 /// Which alerts a sink receives.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Minimum level (`informational` .. `critical`); default: all.
@@ -60,7 +60,7 @@ impl RouteConfig {
 }
 
 /// Where queued records wait.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BufferConfig {
     /// An in-memory queue: fast, lost on a crash.
@@ -99,7 +99,7 @@ impl Default for BufferConfig {
 }
 
 /// Batching, buffering, retries and concurrency of one sink.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// Most records per request (default 1000).
@@ -220,7 +220,7 @@ fn sanitize(name: &str) -> String {
 }
 
 /// `type: stdout`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
     /// `text` (default) or `json`.
@@ -232,7 +232,7 @@ pub struct StdoutConfig {
 }
 
 /// `type: file`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Sink name (default `file`).
@@ -262,7 +262,7 @@ fn default_keep() -> usize {
 }
 
 /// One configured sink.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkConfig {
     /// Standard output.

@@ -41,7 +41,7 @@ impl std::fmt::Display for Secret {
 }
 
 /// TLS settings of a sink.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsOptions {
     /// PEM file of CA certificates to trust in addition to the system roots.

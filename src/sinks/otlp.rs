@@ -27,7 +27,7 @@ fn default_timeout() -> u64 {
 }
 
 /// `type: otlp`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
     /// Sink name (default `otlp`).

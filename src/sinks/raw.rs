@@ -23,7 +23,7 @@ use crate::model::{AuditEvent, Stage};
 use crate::telemetry::Metrics;
 
 /// Include/exclude patterns for one field. Empty `include` means everything.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Patterns {
     /// Keep only values matching one of these (`*` at the end: prefix).
@@ -54,7 +54,7 @@ fn default_stages() -> Vec<String> {
 }
 
 /// Which audit events are forwarded.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilter {
     /// Stages to forward (default `ResponseComplete` and `Panic`: one event per request).
@@ -138,7 +138,7 @@ impl RawFilter {
 }
 
 /// A destination for raw events.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawSinkConfig {
     /// Splunk HEC; the sourcetype defaults to `kube:apiserver:audit`.
@@ -148,7 +148,7 @@ pub enum RawSinkConfig {
 }
 
 /// `raw_forwarding:` in the config.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawForwardConfig {
     /// Off by default.

@@ -51,7 +51,7 @@ fn default_app() -> String {
 }
 
 /// `type: syslog`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogConfig {
     /// Sink name (default `syslog`).

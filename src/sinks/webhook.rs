@@ -26,7 +26,7 @@ fn default_timeout() -> u64 {
 }
 
 /// `type: webhook`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Sink name (default `webhook`).

@@ -56,6 +56,8 @@ pub const FAMILIES: &[&str] = &[
     "audithawk_alerts_total",
     "audithawk_queue_depth",
     "audithawk_state_save_errors_total",
+    "audithawk_cluster_events_received_total",
+    "audithawk_reloads_total",
     "audithawk_http_requests_total",
     "audithawk_webhook_accept_errors_total",
     "audithawk_webhook_backpressure_total",

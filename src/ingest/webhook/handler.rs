@@ -57,7 +57,11 @@ fn route(path: &str) -> Route<'_> {
 }
 
 /// Answers one request and counts it in `audithawk_http_requests_total{path,code}`.
-pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
+pub(super) async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+    ident: Option<&super::PeerIdentity>,
+) -> Resp {
     // The query string (client-go adds `?timeout=30s`) is ignored: `path()` excludes it.
     let path = req.uri().path().to_owned();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
@@ -71,7 +75,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
                     crate::telemetry::otel::SPAN_WEBHOOK_REQUEST,
                     cluster = cluster.unwrap_or("")
                 );
-                tracing::Instrument::instrument(audit(shared, req, cluster), span).await
+                tracing::Instrument::instrument(audit(shared, req, cluster, ident), span).await
             } else {
                 method_not_allowed("POST")
             },
@@ -185,7 +189,8 @@ fn metrics(shared: &Shared) -> Resp {
 /// `None` when no token is configured or the request carries the right one, else the
 /// 401 to send.
 fn unauthorized(shared: &Shared, req: &Request<Incoming>) -> Option<Resp> {
-    let expected = shared.token.as_ref()?;
+    let live = shared.live.read().clone();
+    let expected = live.token.as_ref()?;
     let presented = req
         .headers()
         .get(AUTHORIZATION)
@@ -214,12 +219,34 @@ fn header_str(req: &Request<Incoming>, name: hyper::header::HeaderName) -> Optio
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn audit(shared: &Shared, req: Request<Incoming>, cluster: Option<&str>) -> Resp {
+async fn audit(
+    shared: &Shared,
+    req: Request<Incoming>,
+    cluster: Option<&str>,
+    ident: Option<&super::PeerIdentity>,
+) -> Resp {
     if let Some(r) = unauthorized(shared, &req) {
         return r;
     }
-    let cluster: Option<Arc<str>> = match cluster {
-        None => shared.default_cluster.clone(),
+    let live = shared.live.read().clone();
+    // A mapped client certificate wins over the path; a contradicting path is refused.
+    let mapped = ident.and_then(|i| i.cluster(&live.clusters));
+    if let (Some(m), Some(p)) = (mapped, cluster) {
+        if m != p {
+            shared.metrics.rejected("webhook", "cluster_mismatch", 1);
+            warn!(
+                certificate_cluster = m,
+                path_cluster = p,
+                "Webhook request names another cluster than its client certificate."
+            );
+            return error(
+                StatusCode::FORBIDDEN,
+                json!({"error": format!("the client certificate belongs to cluster {m:?}; the path names {p:?}")}),
+            );
+        }
+    }
+    let cluster: Option<Arc<str>> = match mapped.or(cluster) {
+        None => live.default_cluster.clone(),
         Some(c) if valid_cluster_name(c) => Some(Arc::from(c)),
         Some(_) => {
             return error(
@@ -278,6 +305,7 @@ async fn audit(shared: &Shared, req: Request<Incoming>, cluster: Option<&str>) -
     };
 
     let limits = shared.limits;
+    let cluster_label = cluster.clone();
     let decoded =
         tokio::task::spawn_blocking(move || body::decode_body(&bytes, gzip, max, limits, cluster))
             .await;
@@ -312,7 +340,24 @@ async fn audit(shared: &Shared, req: Request<Incoming>, cluster: Option<&str>) -
         // Checked before counting rejections: a 429/503 makes the API server re-send the
         // whole batch, and its bad items would otherwise be counted twice.
         match shared.handle.try_submit(batch) {
-            Ok(()) => shared.metrics.received("webhook", accepted as u64),
+            Ok(()) => {
+                shared.metrics.received("webhook", accepted as u64);
+                // Bounded label: configured clusters and the default one by name, any
+                // other path-named cluster as "other".
+                let c = cluster_label.as_deref();
+                let known = c.filter(|c| {
+                    live.clusters.iter().any(|m| m.name == *c)
+                        || live.default_cluster.as_deref() == Some(*c)
+                });
+                shared.metrics.count(
+                    "audithawk_cluster_events_received_total",
+                    &[(
+                        "cluster",
+                        known.unwrap_or(if c.is_some() { "other" } else { "none" }),
+                    )],
+                    accepted as u64,
+                );
+            }
             Err(SubmitError::Full(_)) => {
                 return retry_later(
                     shared,

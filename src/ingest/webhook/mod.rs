@@ -67,6 +67,8 @@ pub struct WebhookConfig {
     pub max_event_bytes: usize,
     /// Cluster attached to events POSTed to `/audit` (without a `/{cluster}` suffix).
     pub default_cluster: Option<String>,
+    /// Client-certificate identities mapped to clusters (multi-cluster, mutual TLS).
+    pub clusters: Vec<ClusterIdentity>,
     /// Seconds sent in `Retry-After` with 429 (queue full) and 503 (shutting down).
     pub retry_after_secs: u64,
     /// Time allowed for a complete HTTP/1.1 request head; hyper also applies it while a
@@ -99,6 +101,7 @@ impl Default for WebhookConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_event_bytes: DecodeLimits::default().max_event_bytes,
             default_cluster: None,
+            clusters: Vec::new(),
             retry_after_secs: 5,
             header_read_timeout: Duration::from_secs(10),
             // client-go gives up on an attempt after 30 s anyway.
@@ -150,6 +153,61 @@ pub enum WebhookError {
     /// A setting is invalid.
     #[error("webhook config: {0}")]
     Config(String),
+}
+
+/// A cluster identified by its API server's client certificate. A certificate that
+/// matches wins over the URL path: a request whose path names another cluster is refused
+/// with 403, so one cluster cannot send events in another's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    /// The cluster name attached to events.
+    pub name: String,
+    /// Matches a certificate whose subject common name equals this.
+    pub client_cn: Option<String>,
+    /// Matches a certificate with this DNS subject alternative name.
+    pub client_san_dns: Option<String>,
+}
+
+/// The subject CNs and DNS SANs of a client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Subject common names.
+    pub cns: Vec<String>,
+    /// DNS subject alternative names.
+    pub dns: Vec<String>,
+}
+
+impl PeerIdentity {
+    /// Parses a DER certificate; `None` when it cannot be parsed.
+    pub fn from_der(der: &[u8]) -> Option<PeerIdentity> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let cns = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|a| a.as_str().ok().map(str::to_string))
+            .collect();
+        let mut dns = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for n in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                    dns.push(d.to_string());
+                }
+            }
+        }
+        Some(PeerIdentity { cns, dns })
+    }
+
+    /// The first mapping this identity matches.
+    pub fn cluster<'a>(&self, map: &'a [ClusterIdentity]) -> Option<&'a str> {
+        map.iter()
+            .find(|c| {
+                c.client_cn.as_ref().is_some_and(|cn| self.cns.contains(cn))
+                    || c.client_san_dns
+                        .as_ref()
+                        .is_some_and(|d| self.dns.contains(d))
+            })
+            .map(|c| c.name.as_str())
+    }
 }
 
 /// Whether a cluster name is acceptable in `/audit/{cluster}` and as `default_cluster`:
@@ -209,13 +267,21 @@ impl Readiness {
     }
 }
 
+/// Settings a reload may replace while serving (each request and each new connection
+/// reads the current ones).
+struct Live {
+    token: Option<Vec<u8>>,
+    default_cluster: Option<Arc<str>>,
+    clusters: Vec<ClusterIdentity>,
+    tls: Option<TlsAcceptor>,
+}
+
 /// State shared by every connection and request.
 struct Shared {
     handle: PipelineHandle,
     metrics: Arc<Metrics>,
     readiness: Readiness,
-    token: Option<Vec<u8>>,
-    default_cluster: Option<Arc<str>>,
+    live: parking_lot::RwLock<Arc<Live>>,
     max_body_bytes: usize,
     limits: DecodeLimits,
     retry_after_secs: u64,
@@ -252,6 +318,7 @@ impl WebhookServer {
         handle: PipelineHandle,
         metrics: Arc<Metrics>,
     ) -> Result<WebhookServer, WebhookError> {
+        let live = live_settings(&cfg)?;
         if cfg.max_body_bytes == 0 || cfg.max_event_bytes == 0 {
             return Err(WebhookError::Config(
                 "`max_body_bytes` and `max_event_bytes` must be greater than zero".into(),
@@ -262,27 +329,7 @@ impl WebhookServer {
                 "`max_connections` must be greater than zero".into(),
             ));
         }
-        if let Some(c) = &cfg.default_cluster {
-            if !valid_cluster_name(c) {
-                return Err(WebhookError::Config(format!(
-                    "`default_cluster` {c:?} must match [A-Za-z0-9._-]{{1,63}}"
-                )));
-            }
-        }
-        if cfg
-            .bearer_token
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            return Err(WebhookError::Config("`bearer_token` is empty".into()));
-        }
-        let tls = match &cfg.tls {
-            Some(files) => Some(TlsAcceptor::from(tls::server_config(
-                files,
-                &[b"h2", b"http/1.1"],
-            )?)),
-            None => None,
-        };
+        let tls = live.tls.clone();
         let listener =
             TcpListener::bind(cfg.listen)
                 .await
@@ -308,8 +355,7 @@ impl WebhookServer {
             handle,
             metrics,
             readiness: Readiness::new(),
-            token: cfg.bearer_token.map(|t| t.trim().as_bytes().to_vec()),
-            default_cluster: cfg.default_cluster.map(Arc::from),
+            live: parking_lot::RwLock::new(Arc::new(live)),
             max_body_bytes: cfg.max_body_bytes,
             limits: DecodeLimits {
                 max_event_bytes: cfg.max_event_bytes,
@@ -333,6 +379,11 @@ impl WebhookServer {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle that applies new settings while serving (hot reload).
+    pub fn control(&self) -> WebhookControl {
+        WebhookControl(self.shared.clone())
     }
 
     /// The readiness handle (see [`Readiness`]).
@@ -397,7 +448,13 @@ impl WebhookServer {
                 stop: stop_rx.clone(),
                 _permit: permit,
             };
-            let tls = tls.clone();
+            // The current certificate (a reload may have replaced it); TLS itself cannot be
+            // switched on or off while serving.
+            let tls = if tls.is_some() {
+                shared.live.read().tls.clone()
+            } else {
+                None
+            };
             tasks.spawn(async move {
                 let _ = stream.set_nodelay(true);
                 match tls {
@@ -405,7 +462,7 @@ impl WebhookServer {
                         conn.serve_tls(acceptor, stream, peer, tls_handshake_timeout)
                             .await
                     }
-                    None => conn.serve(stream, peer).await,
+                    None => conn.serve(stream, peer, None).await,
                 }
             });
         }
@@ -430,6 +487,90 @@ impl WebhookServer {
             );
             tasks.shutdown().await;
         }
+        Ok(())
+    }
+}
+
+/// Validates the reloadable settings and loads the TLS files.
+fn live_settings(cfg: &WebhookConfig) -> Result<Live, WebhookError> {
+    if let Some(c) = &cfg.default_cluster {
+        if !valid_cluster_name(c) {
+            return Err(WebhookError::Config(format!(
+                "`default_cluster` {c:?} must match [A-Za-z0-9._-]{{1,63}}"
+            )));
+        }
+    }
+    if cfg
+        .bearer_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err(WebhookError::Config("`bearer_token` is empty".into()));
+    }
+    for c in &cfg.clusters {
+        if !valid_cluster_name(&c.name) {
+            return Err(WebhookError::Config(format!(
+                "cluster {:?} must match [A-Za-z0-9._-]{{1,63}}",
+                c.name
+            )));
+        }
+        if c.client_cn.is_none() && c.client_san_dns.is_none() {
+            return Err(WebhookError::Config(format!(
+                "cluster {:?}: set `client_cn` or `client_san_dns`",
+                c.name
+            )));
+        }
+    }
+    let tls = match &cfg.tls {
+        Some(files) => Some(TlsAcceptor::from(tls::server_config(
+            files,
+            &[b"h2", b"http/1.1"],
+        )?)),
+        None => None,
+    };
+    Ok(Live {
+        clusters: cfg.clusters.clone(),
+        token: cfg
+            .bearer_token
+            .as_ref()
+            .map(|t| t.trim().as_bytes().to_vec()),
+        default_cluster: cfg.default_cluster.as_deref().map(Arc::from),
+        tls,
+    })
+}
+
+/// Applies new settings to a running receiver (hot reload); cheap to clone.
+#[derive(Clone)]
+pub struct WebhookControl(Arc<Shared>);
+
+impl fmt::Debug for WebhookControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookControl")
+    }
+}
+
+impl WebhookControl {
+    /// Checks `cfg` without applying it (TLS files are loaded and verified).
+    pub fn check(&self, cfg: &WebhookConfig) -> Result<(), WebhookError> {
+        self.prepare(cfg).map(|_| ())
+    }
+
+    fn prepare(&self, cfg: &WebhookConfig) -> Result<Live, WebhookError> {
+        let live = live_settings(cfg)?;
+        let was_tls = self.0.live.read().tls.is_some();
+        if live.tls.is_some() != was_tls {
+            return Err(WebhookError::Config(
+                "TLS cannot be switched on or off while serving; restart to apply".into(),
+            ));
+        }
+        Ok(live)
+    }
+
+    /// Replaces the bearer token, the default cluster and the TLS certificate, key and
+    /// client CA. New connections use the new certificate; open ones keep theirs.
+    pub fn apply(&self, cfg: &WebhookConfig) -> Result<(), WebhookError> {
+        let live = self.prepare(cfg)?;
+        *self.0.live.write() = Arc::new(live);
         Ok(())
     }
 }
@@ -507,7 +648,18 @@ impl Conn {
             _ = self.stop.wait_for(|s| *s) => return,
         };
         let reason = match handshake {
-            Ok(Ok(tls)) => return self.serve(tls, peer).await,
+            Ok(Ok(tls)) => {
+                // Parsed once per connection; mapped to a cluster per request, so a reload
+                // of the mapping applies to open connections too.
+                let ident = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| PeerIdentity::from_der(c.as_ref()))
+                    .map(Arc::new);
+                return self.serve(tls, peer, ident).await;
+            }
             Ok(Err(e)) => {
                 // Usually a client without a valid certificate, or a port scanner.
                 warn!(%peer, error = %e, "Webhook TLS handshake failed.");
@@ -525,7 +677,7 @@ impl Conn {
         );
     }
 
-    async fn serve<IO>(mut self, io: IO, peer: SocketAddr)
+    async fn serve<IO>(mut self, io: IO, peer: SocketAddr, ident: Option<Arc<PeerIdentity>>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -537,9 +689,10 @@ impl Conn {
         let act = activity.clone();
         let svc = service_fn(move |req| {
             let shared = shared.clone();
+            let ident = ident.clone();
             let busy = act.begin();
             async move {
-                let resp = handler::handle(&shared, req).await;
+                let resp = handler::handle(&shared, req, ident.as_deref()).await;
                 drop(busy);
                 Ok::<_, std::convert::Infallible>(resp)
             }

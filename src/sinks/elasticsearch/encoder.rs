@@ -52,7 +52,7 @@ pub fn encode<T: Record>(batch: &[T], target: &Target) -> Vec<u8> {
 }
 
 /// The parts of a `_bulk` response we read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 pub struct BulkResponse {
     /// Whether any item failed.
     pub errors: bool,
@@ -62,7 +62,7 @@ pub struct BulkResponse {
 }
 
 /// One item result.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 pub struct BulkItem {
     /// HTTP-like status of this item.
     pub status: u16,

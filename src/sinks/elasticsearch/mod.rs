@@ -27,7 +27,7 @@ fn yes() -> bool {
 }
 
 /// How the sink authenticates.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EsAuth {
     /// `Authorization: ApiKey <key>`; `key` is the base64 `id:api_key` Elasticsearch shows
@@ -62,7 +62,7 @@ pub enum IndexMode {
 }
 
 /// `type: elasticsearch` (also OpenSearch).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     /// Sink name (default `elasticsearch`).

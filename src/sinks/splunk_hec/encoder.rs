@@ -93,7 +93,7 @@ pub fn encode<T: Record>(batch: &[T], meta: &HecMeta) -> Vec<u8> {
 }
 
 /// A HEC reply body: `{"text","code","ackId"?,"invalid-event-number"?}`.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
 pub struct HecReply {
     /// Message.
     #[serde(default)]

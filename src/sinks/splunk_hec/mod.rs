@@ -40,7 +40,7 @@ fn default_timeout() -> u64 {
 }
 
 /// `type: splunk_hec`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SplunkHecConfig {
     /// Sink name for logs and metrics (default `splunk_hec`).
