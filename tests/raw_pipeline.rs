@@ -2,7 +2,6 @@
 //! Splunk (sourcetype kube:apiserver:audit) exactly once and redacted, even when the API
 //! server re-sends a batch (the duplicate is dropped before forwarding).
 
-#[allow(dead_code)]
 mod mock;
 
 use std::sync::Arc;
