@@ -561,32 +561,61 @@ fn merge_rule_args(cfg: &mut Config, args: &RuleArgs) {
 }
 
 fn cmd_serve(
-    mut cfg: Config,
+    cfg: Config,
     args: ServeArgs,
     config_path: Option<PathBuf>,
     log: &LogSettings,
 ) -> Result<i32> {
-    serve_overrides(&mut cfg, &args)?;
+    cmd_long(
+        LongRun::Serve,
+        cfg,
+        args,
+        config_path,
+        log,
+        serve_overrides,
+        |a| &a.rules,
+    )
+}
+
+/// The long-running commands.
+#[derive(Debug, Clone, Copy)]
+enum LongRun {
+    Serve,
+    Tail,
+}
+
+/// Runs `serve` or `tail` with hot reload: the config file is re-read on SIGHUP or when a
+/// watched file changes, and the same command-line overrides and rule flags are applied
+/// again (merged into `rules`, so the reloaded config describes every rule source).
+fn cmd_long<A: Clone + Send + Sync + 'static>(
+    kind: LongRun,
+    mut cfg: Config,
+    args: A,
+    config_path: Option<PathBuf>,
+    log: &LogSettings,
+    overrides: fn(&mut Config, &A) -> Result<()>,
+    rules: fn(&A) -> &RuleArgs,
+) -> Result<i32> {
+    overrides(&mut cfg, &args)?;
     let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
+    let engine = Arc::new(build_engine(&cfg, rules(&args), &metrics)?);
     let reload_args = args.clone();
     let source = reload_source(config_path, move |c| {
-        serve_overrides(c, &reload_args)?;
-        merge_rule_args(c, &reload_args.rules);
+        overrides(c, &reload_args)?;
+        merge_rule_args(c, rules(&reload_args));
         Ok(())
     });
-    merge_rule_args(&mut cfg, &args.rules);
-    run_long(&cfg, metrics.clone(), log, || {
-        crate::app::serve_with(
-            &cfg,
-            engine,
-            metrics,
-            crate::app::shutdown_signal(),
-            crate::app::RunOptions {
-                reload: Some(source),
-                ..Default::default()
-            },
-        )
+    merge_rule_args(&mut cfg, rules(&args));
+    let opts = crate::app::RunOptions {
+        reload: Some(source),
+        ..Default::default()
+    };
+    let shutdown = crate::app::shutdown_signal();
+    run_long(&cfg, metrics.clone(), log, || async {
+        match kind {
+            LongRun::Serve => crate::app::serve_with(&cfg, engine, metrics, shutdown, opts).await,
+            LongRun::Tail => crate::app::tail_with(&cfg, engine, metrics, shutdown, opts).await,
+        }
     })?;
     Ok(0)
 }
@@ -656,34 +685,20 @@ fn tail_overrides(cfg: &mut Config, args: &TailArgs) -> Result<()> {
 }
 
 fn cmd_tail(
-    mut cfg: Config,
+    cfg: Config,
     args: TailArgs,
     config_path: Option<PathBuf>,
     log: &LogSettings,
 ) -> Result<i32> {
-    tail_overrides(&mut cfg, &args)?;
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
-    let reload_args = args.clone();
-    let source = reload_source(config_path, move |c| {
-        tail_overrides(c, &reload_args)?;
-        merge_rule_args(c, &reload_args.rules);
-        Ok(())
-    });
-    merge_rule_args(&mut cfg, &args.rules);
-    run_long(&cfg, metrics.clone(), log, || {
-        crate::app::tail_with(
-            &cfg,
-            engine,
-            metrics,
-            crate::app::shutdown_signal(),
-            crate::app::RunOptions {
-                reload: Some(source),
-                ..Default::default()
-            },
-        )
-    })?;
-    Ok(0)
+    cmd_long(
+        LongRun::Tail,
+        cfg,
+        args,
+        config_path,
+        log,
+        tail_overrides,
+        |a| &a.rules,
+    )
 }
 
 /// Flags bypass the file's validation, so the merged settings are validated again.
