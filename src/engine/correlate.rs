@@ -1404,7 +1404,8 @@ impl Correlator {
         }
         if emit {
             let a = self.build_alert(corr, pos, key, &parsed, &f, suppressed);
-            self.cfg.metrics.alert(&c.def.meta.id, c.def.meta.level);
+            // Counted in audithawk_alerts_total by whoever takes it from `out` (engine,
+            // ticker, flush), like every other alert.
             out.push(a);
         }
         // Chain: the firing is an event of every correlation that references this one. It
