@@ -340,13 +340,7 @@ pub fn load_falco(
             }
             Ok(Some(Arc::new(set)))
         }
-        Err(errors) => {
-            let mut msg = format!("{} Falco rule error(s):", errors.len());
-            for e in errors {
-                msg.push_str(&format!("\n  {e}"));
-            }
-            Err(anyhow!(msg))
-        }
+        Err(errors) => Err(error_list("Falco rule error(s):", &errors)),
     }
 }
 
@@ -363,32 +357,35 @@ pub fn build_engine(cfg: &Config, args: &RuleArgs, metrics: &Arc<Metrics>) -> Re
     Ok(engine)
 }
 
-/// The correlation engine, when anything needs it (correlation rules, tuning, a default
-/// re-alert interval); restores its snapshot when `state.state_dir` is set.
+/// The correlation engine, when anything needs it (correlation rules, or `tuning`
+/// exceptions and re-alert intervals for any rule); restores its snapshot when
+/// `state.state_dir` is set. `state.default_suppress` applies to correlation groups only,
+/// so it alone needs no correlator.
 pub fn build_correlator(
     cfg: &Config,
     rules: &RuleSet,
     metrics: &Arc<Metrics>,
 ) -> Result<Option<Arc<crate::engine::correlate::Correlator>>> {
-    let needed = !rules.correlations().is_empty()
-        || cfg.tuning.is_some()
-        || cfg.state.default_suppress.is_some();
+    let needed = !rules.correlations().is_empty() || cfg.tuning.is_some();
     if !needed {
         return Ok(None);
     }
     let c = crate::engine::correlate::Correlator::new(rules, cfg.state_config(metrics.clone()))
-        .map_err(|errors| {
-            let mut msg = format!("{} correlation rule error(s):", errors.len());
-            for e in errors {
-                msg.push_str(&format!("\n  {e}"));
-            }
-            anyhow!(msg)
-        })?;
+        .map_err(|errors| error_list("correlation rule error(s):", &errors))?;
     let restored = c
         .load()
         .map_err(|e| anyhow!("restoring correlation state: {e}"))?;
     tracing::debug!(?restored, "Correlation state restored.");
     Ok(Some(Arc::new(c)))
+}
+
+/// "N <what>" followed by every error on its own indented line.
+fn error_list(what: &str, errors: &[crate::rules::RuleError]) -> anyhow::Error {
+    let mut msg = format!("{} {what}", errors.len());
+    for e in errors {
+        msg.push_str(&format!("\n  {e}"));
+    }
+    anyhow!(msg)
 }
 
 /// Loads and compiles the rules, printing warnings; fails listing every error.
@@ -400,16 +397,10 @@ pub fn load_rules(opts: &LoadOptions) -> Result<RuleSet> {
             }
             Ok(set)
         }
-        Err(errors) => {
-            let mut msg = format!(
-                "{} rule error(s); fix them or pass --skip-broken-rules:",
-                errors.len()
-            );
-            for e in errors {
-                msg.push_str(&format!("\n  {e}"));
-            }
-            Err(anyhow!(msg))
-        }
+        Err(errors) => Err(error_list(
+            "rule error(s); fix them or pass --skip-broken-rules:",
+            &errors,
+        )),
     }
 }
 

@@ -278,20 +278,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts `workers` evaluation tasks over a queue of `queue_capacity` batches.
-    pub fn start(
-        engine: Arc<Engine>,
-        router: Router,
-        workers: usize,
-        queue_capacity: usize,
-        metrics: Arc<Metrics>,
-    ) -> (Pipeline, PipelineHandle) {
-        Self::start_with(engine, vec![router], None, workers, queue_capacity, metrics)
-    }
-
-    /// As [`Pipeline::start`] with one router per sink (so that a reload can keep the sinks
-    /// whose settings did not change), offering every accepted, non-duplicate event to the
-    /// raw forwarder when there is one (it filters and redacts).
+    /// Starts `workers` evaluation tasks over a queue of `queue_capacity` batches, with one
+    /// router per sink (so that a reload can keep the sinks whose settings did not change),
+    /// offering every accepted, non-duplicate event to the raw forwarder when there is one
+    /// (it filters and redacts).
     pub fn start_with(
         engine: Arc<Engine>,
         routers: Vec<Router>,
@@ -452,15 +442,4 @@ pub fn evaluate(
     }
     metrics.evaluated.add(evaluated);
     alerts
-}
-
-/// Evaluates one batch and dispatches its alerts.
-pub async fn process_batch(engine: &Engine, router: &Router, metrics: &Metrics, batch: Batch) {
-    let mut forward = Vec::new();
-    for a in evaluate(engine, metrics, &batch.events, &mut forward) {
-        router.dispatch(Arc::new(a)).await;
-    }
-    if let Some(done) = batch.done {
-        let _ = done.send(());
-    }
 }

@@ -224,6 +224,16 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// The problem with `url` as the value of `{prefix}.{key}`, unless it is an http(s) URL.
+pub fn check_url(prefix: &str, key: &str, url: &str) -> Option<String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => None,
+        _ => Some(format!(
+            "`{prefix}.{key}` must be an http(s) URL, got {url:?}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

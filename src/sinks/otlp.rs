@@ -63,14 +63,9 @@ impl OtlpConfig {
 
     /// Problems, naming the key under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<String> {
-        let mut p = Vec::new();
-        match reqwest::Url::parse(&self.endpoint) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            _ => p.push(format!(
-                "`{prefix}.endpoint` must be an http(s) URL, got {:?}",
-                self.endpoint
-            )),
-        }
+        let mut p: Vec<String> = crate::sinks::http::check_url(prefix, "endpoint", &self.endpoint)
+            .into_iter()
+            .collect();
         for (k, v) in &self.headers {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
                 || reqwest::header::HeaderValue::from_str(v.expose()).is_err()

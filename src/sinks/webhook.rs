@@ -65,14 +65,9 @@ impl WebhookConfig {
 
     /// Problems, naming the key under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<String> {
-        let mut p = Vec::new();
-        match reqwest::Url::parse(&self.url) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            _ => p.push(format!(
-                "`{prefix}.url` must be an http(s) URL, got {:?}",
-                self.url
-            )),
-        }
+        let mut p: Vec<String> = crate::sinks::http::check_url(prefix, "url", &self.url)
+            .into_iter()
+            .collect();
         for (k, v) in &self.headers {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
                 p.push(format!(

@@ -56,6 +56,14 @@ impl Gauge {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The registry key of `name{labels}`.
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> (&'static str, Labels) {
+    (
+        name,
+        labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+    )
+}
+
 /// Every metric audithawk exports (names and labels documented in docs/operations.md).
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -80,13 +88,7 @@ impl Metrics {
 
     /// Adds `n` to the counter `name{labels}`.
     pub fn count(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
-        let key = (
-            name,
-            labels
-                .iter()
-                .map(|(k, v)| (*k, v.to_string()))
-                .collect::<Labels>(),
-        );
+        let key = key(name, labels);
         if let Some(c) = self.counters.get(&key) {
             c.add(n);
             return;
@@ -96,49 +98,25 @@ impl Metrics {
 
     /// The value of `name{labels}` (0 when never counted).
     pub fn value(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
-        let key = (
-            name,
-            labels
-                .iter()
-                .map(|(k, v)| (*k, v.to_string()))
-                .collect::<Labels>(),
-        );
+        let key = key(name, labels);
         self.counters.get(&key).map_or(0, |c| c.get())
     }
 
     /// Adds `d` (may be negative) to the labelled gauge `name{labels}`.
     pub fn gauge_add(&self, name: &'static str, labels: &[(&'static str, &str)], d: i64) {
-        let key = (
-            name,
-            labels
-                .iter()
-                .map(|(k, v)| (*k, v.to_string()))
-                .collect::<Labels>(),
-        );
+        let key = key(name, labels);
         self.gauges.entry(key).or_default().add(d);
     }
 
     /// Sets the labelled gauge `name{labels}` to `v`.
     pub fn gauge_set(&self, name: &'static str, labels: &[(&'static str, &str)], v: i64) {
-        let key = (
-            name,
-            labels
-                .iter()
-                .map(|(k, v)| (*k, v.to_string()))
-                .collect::<Labels>(),
-        );
+        let key = key(name, labels);
         self.gauges.entry(key).or_default().set(v);
     }
 
     /// The value of the labelled gauge `name{labels}` (0 when never set).
     pub fn gauge_value(&self, name: &'static str, labels: &[(&'static str, &str)]) -> i64 {
-        let key = (
-            name,
-            labels
-                .iter()
-                .map(|(k, v)| (*k, v.to_string()))
-                .collect::<Labels>(),
-        );
+        let key = key(name, labels);
         self.gauges.get(&key).map_or(0, |g| g.get())
     }
 

@@ -110,14 +110,9 @@ impl ElasticsearchConfig {
 
     /// Problems, naming the key under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<String> {
-        let mut p = Vec::new();
-        match reqwest::Url::parse(&self.endpoint) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            _ => p.push(format!(
-                "`{prefix}.endpoint` must be an http(s) URL, got {:?}",
-                self.endpoint
-            )),
-        }
+        let mut p: Vec<String> = crate::sinks::http::check_url(prefix, "endpoint", &self.endpoint)
+            .into_iter()
+            .collect();
         // A dated pattern is checked on what it produces for a sample date.
         let name = match self.mode {
             IndexMode::DataStream => Some(self.index.clone()),

@@ -102,14 +102,9 @@ impl SplunkHecConfig {
 
     /// Problems, naming the key under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<String> {
-        let mut p = Vec::new();
-        match reqwest::Url::parse(&self.endpoint) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            _ => p.push(format!(
-                "`{prefix}.endpoint` must be an http(s) URL, got {:?}",
-                self.endpoint
-            )),
-        }
+        let mut p: Vec<String> = crate::sinks::http::check_url(prefix, "endpoint", &self.endpoint)
+            .into_iter()
+            .collect();
         if self.token.is_empty() {
             p.push(format!("`{prefix}.token` must not be empty"));
         }
