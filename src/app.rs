@@ -173,6 +173,9 @@ pub struct RunOptions {
     pub reload_poll: Option<Duration>,
     /// Receives the webhook's bound address once listening (useful with port 0).
     pub bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    /// Publish accepted events to Kafka (`--forward-to kafka`) instead of evaluating them
+    /// here: the stateless ingest tier of docs/scale-out.md.
+    pub forward_to_kafka: bool,
 }
 
 /// Starts the reload task when configured; returns its stop signal and task.
@@ -229,6 +232,18 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
     mut opts: RunOptions,
 ) -> Result<(), AppError> {
+    if opts.forward_to_kafka {
+        let publisher = start_publisher(cfg, &metrics).await?;
+        let handle = PipelineHandle::publishing(publisher.clone(), metrics.clone());
+        let server = WebhookServer::bind(webhook_config(cfg)?, handle, metrics.clone()).await?;
+        tracing::info!(addr = %server.local_addr(), topic = %cfg.kafka.events_topic, "Listening for audit events; forwarding to Kafka.");
+        if let Some(tx) = opts.bound.take() {
+            let _ = tx.send(server.local_addr());
+        }
+        let res = server.run(shutdown).await;
+        stop_publisher(publisher, cfg).await;
+        return res.map_err(AppError::from);
+    }
     let (pipeline, handle) = start_pipeline(cfg, engine, &metrics).await?;
     let server = WebhookServer::bind(webhook_config(cfg)?, handle, metrics.clone()).await?;
     tracing::info!(addr = %server.local_addr(), "Listening for audit events.");
@@ -286,6 +301,14 @@ pub async fn tail_with(
     shutdown: impl Future<Output = ()>,
     mut opts: RunOptions,
 ) -> Result<(), AppError> {
+    if opts.forward_to_kafka {
+        let publisher = start_publisher(cfg, &metrics).await?;
+        let handle = PipelineHandle::publishing(publisher.clone(), metrics.clone());
+        let res =
+            crate::ingest::tail::run(tail_config(cfg), handle, metrics.clone(), shutdown).await;
+        stop_publisher(publisher, cfg).await;
+        return res.map_err(AppError::from);
+    }
     let (pipeline, handle) = start_pipeline(cfg, engine, &metrics).await?;
     let reloader = start_reloader(cfg, &pipeline, None, &metrics, &mut opts);
     let res = crate::ingest::tail::run(tail_config(cfg), handle, metrics.clone(), shutdown).await;
@@ -293,6 +316,94 @@ pub async fn tail_with(
     // Drain even when the tailer failed: what it handed over is still delivered.
     finish(pipeline, cfg).await;
     res.map_err(AppError::from)
+}
+
+/// The Kafka producer of the ingest tier (topics created first when configured).
+async fn start_publisher(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<crate::kafka::publish::EventPublisher>, AppError> {
+    kafka_checks(cfg)?;
+    crate::kafka::ensure_topics(&cfg.kafka)
+        .await
+        .map_err(|e| AppError::Other(e.to_string()))?;
+    let p = crate::kafka::publish::EventPublisher::new(&cfg.kafka, metrics.clone())
+        .map_err(|e| AppError::Other(e.to_string()))?;
+    Ok(Arc::new(p))
+}
+
+/// Waits for what was enqueued to reach the brokers (every handle is gone by now).
+async fn stop_publisher(p: Arc<crate::kafka::publish::EventPublisher>, cfg: &Config) {
+    match Arc::try_unwrap(p) {
+        Ok(p) => {
+            if !p.shutdown(cfg.shutdown_timeout.0).await {
+                tracing::error!("Kafka producer did not flush within the shutdown timeout.");
+            }
+        }
+        Err(_) => tracing::error!("Kafka producer still in use at shutdown."),
+    }
+}
+
+fn kafka_checks(cfg: &Config) -> Result<(), AppError> {
+    let problems = cfg.kafka.validate(true);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|(k, m)| format!("`{k}`: {m}"))
+            .collect();
+        Err(AppError::Other(format!(
+            "invalid Kafka settings:\n  {}",
+            list.join("\n  ")
+        )))
+    }
+}
+
+/// `audithawk detect --from kafka`: joins the detector group and evaluates the partitions
+/// it is given until `shutdown` resolves; then commits, snapshots, leaves the group and
+/// flushes the sinks. `engine` must have no `state_dir` (state lives in the state topic).
+pub async fn detect_kafka(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+    started: Option<tokio::sync::oneshot::Sender<crate::kafka::detect::DetectorControl>>,
+) -> Result<(), AppError> {
+    kafka_checks(cfg)?;
+    crate::kafka::ensure_topics(&cfg.kafka)
+        .await
+        .map_err(|e| AppError::Other(e.to_string()))?;
+    let mut routers = Vec::with_capacity(cfg.sinks.len());
+    for (i, s) in cfg.sinks.iter().enumerate() {
+        if matches!(
+            s.delivery().buffer,
+            crate::sinks::config::BufferConfig::Memory { .. }
+        ) {
+            tracing::warn!(sink = %s.name(), "Offsets are committed once alerts are in a sink's queue; this sink's queue is in memory, so a detector crash can lose the alerts it holds. Use `delivery.buffer.type: disk`.");
+        }
+        let r = crate::sinks::config::build_router(
+            std::slice::from_ref(s),
+            metrics.clone(),
+            &cfg.data_dir,
+        )
+        .await
+        .map_err(|e| AppError::Other(format!("sinks[{i}]: {e}")))?;
+        routers.push(r);
+    }
+    let router = Arc::new(crate::pipeline::RouterSlot::new(routers));
+    let detector =
+        crate::kafka::detect::Detector::start(&cfg.kafka, engine, router.clone(), metrics)
+            .map_err(|e| AppError::Other(e.to_string()))?;
+    tracing::info!(group = %cfg.kafka.group_id, topic = %cfg.kafka.events_topic, "Detector joined the group.");
+    if let Some(tx) = started {
+        let _ = tx.send(detector.control());
+    }
+    detector.run(shutdown).await;
+    if !router.shutdown(cfg.shutdown_timeout.0).await {
+        tracing::error!("Sinks did not flush within the shutdown timeout.");
+    }
+    Ok(())
 }
 
 /// The bundled demo: a short day of cluster traffic with an attack story inside.

@@ -67,6 +67,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Follow JSON-lines audit logs through rotation, resuming from a durable checkpoint.
     Tail(TailArgs),
+    /// Evaluate events from Kafka as one member of a detector group (docs/scale-out.md).
+    Detect(DetectArgs),
     /// Scan audit logs offline: files, directories (recursively, in time order), .gz, or `-` for stdin.
     Scan(ScanArgs),
     /// Generate realistic audit traffic (JSON lines), optionally with attack scenarios.
@@ -100,6 +102,62 @@ pub struct DemoArgs {
     pub rules: RuleArgs,
 }
 
+/// Where the ingest tier sends accepted events instead of evaluating them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardTo {
+    /// The `kafka.events_topic` topic (docs/scale-out.md).
+    Kafka,
+}
+
+/// Where `detect` reads events from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DetectFrom {
+    /// The `kafka.events_topic` topic, as a member of `kafka.group_id`.
+    Kafka,
+}
+
+/// Kafka flags shared by `serve`, `tail` and `detect` (they override the `kafka:` section).
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers (host:port[,host:port...]).
+    #[arg(long, value_name = "HOSTS")]
+    pub kafka_brokers: Option<String>,
+    /// Events topic.
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+}
+
+impl KafkaArgs {
+    fn apply(&self, cfg: &mut Config) {
+        if let Some(b) = &self.kafka_brokers {
+            cfg.kafka.brokers = b.clone();
+        }
+        if let Some(t) = &self.kafka_topic {
+            cfg.kafka.events_topic = t.clone();
+        }
+    }
+}
+
+/// `detect` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DetectArgs {
+    /// The event source.
+    #[arg(long, value_enum)]
+    pub from: DetectFrom,
+    /// Consumer group (default `kafka.group_id`).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Alerts to stdout in this format (replaces the configured sinks).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Rule sources.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
 /// `serve` arguments (they override the config file).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -124,6 +182,13 @@ pub struct ServeArgs {
     /// Alerts to stdout in this format (replaces the configured sinks).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// Publish accepted events to Kafka instead of evaluating them here (the stateless
+    /// ingest tier; `detect --from kafka` evaluates them).
+    #[arg(long, value_enum, value_name = "DEST")]
+    pub forward_to: Option<ForwardTo>,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Rule sources.
     #[command(flatten)]
     pub rules: RuleArgs,
@@ -147,6 +212,13 @@ pub struct TailArgs {
     /// Alerts to stdout in this format (replaces the configured sinks).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// Publish the lines' events to Kafka instead of evaluating them here; the checkpoint
+    /// advances only after the brokers acknowledged.
+    #[arg(long, value_enum, value_name = "DEST")]
+    pub forward_to: Option<ForwardTo>,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Rule sources.
     #[command(flatten)]
     pub rules: RuleArgs,
@@ -413,7 +485,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
     }
     // `serve` and `tail` install logging themselves, inside their runtime, so that the
     // OpenTelemetry span exporter can join the subscriber.
-    let long_running = matches!(cli.command, Command::Serve(_) | Command::Tail(_));
+    let long_running = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Tail(_) | Command::Detect(_)
+    );
     if !long_running || cfg.telemetry.otlp.is_none() {
         init_logging(&cli, &cfg);
     }
@@ -433,6 +508,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Serve(args) => cmd_serve(cfg, args, cli.config, &log),
         Command::Tail(args) => cmd_tail(cfg, args, cli.config, &log),
+        Command::Detect(args) => cmd_detect(cfg, args, &log),
         Command::Scan(args) => cmd_scan(&cfg, args),
         Command::Rules(cmd) => cmd_rules(&cfg, cmd),
         Command::Policy(PolicyCommand::Check {
@@ -503,6 +579,7 @@ fn serve_overrides(cfg: &mut Config, args: &ServeArgs) -> Result<()> {
     if args.cluster.is_some() {
         cfg.cluster = args.cluster;
     }
+    args.kafka.apply(cfg);
     stdout_override(cfg, args.format);
     // Flags bypass the file's validation, so validate the merged result again.
     let problems = cfg.validate();
@@ -557,6 +634,7 @@ fn cmd_serve(
     config_path: Option<PathBuf>,
     log: &LogSettings,
 ) -> Result<i32> {
+    let forward = args.forward_to == Some(ForwardTo::Kafka);
     cmd_long(
         LongRun::Serve,
         cfg,
@@ -565,6 +643,7 @@ fn cmd_serve(
         log,
         serve_overrides,
         |a| &a.rules,
+        forward,
     )
 }
 
@@ -586,6 +665,7 @@ fn cmd_long<A: Clone + Send + Sync + 'static>(
     log: &LogSettings,
     overrides: fn(&mut Config, &A) -> Result<()>,
     rules: fn(&A) -> &RuleArgs,
+    forward_to_kafka: bool,
 ) -> Result<i32> {
     overrides(&mut cfg, &args)?;
     let metrics = Arc::new(Metrics::new());
@@ -599,6 +679,7 @@ fn cmd_long<A: Clone + Send + Sync + 'static>(
     merge_rule_args(&mut cfg, rules(&args));
     let opts = crate::app::RunOptions {
         reload: Some(source),
+        forward_to_kafka,
         ..Default::default()
     };
     let shutdown = crate::app::shutdown_signal();
@@ -607,6 +688,28 @@ fn cmd_long<A: Clone + Send + Sync + 'static>(
             LongRun::Serve => crate::app::serve_with(&cfg, engine, metrics, shutdown, opts).await,
             LongRun::Tail => crate::app::tail_with(&cfg, engine, metrics, shutdown, opts).await,
         }
+    })?;
+    Ok(0)
+}
+
+/// `detect --from kafka`: one member of the detector group until SIGTERM.
+fn cmd_detect(mut cfg: Config, args: DetectArgs, log: &LogSettings) -> Result<i32> {
+    let DetectFrom::Kafka = args.from;
+    args.kafka.apply(&mut cfg);
+    if let Some(g) = &args.group {
+        cfg.kafka.group_id = g.clone();
+    }
+    stdout_override(&mut cfg, args.format);
+    // Correlation state lives in the state topic, per partition, not in `state_dir`.
+    if cfg.state.state_dir.take().is_some() {
+        tracing::info!("`state.state_dir` is not used by detect: state is kept per partition in `kafka.state_topic`.");
+    }
+    validate_merged(&cfg)?;
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(&cfg, &args.rules, &metrics)?);
+    let shutdown = crate::app::shutdown_signal();
+    run_long(&cfg, metrics.clone(), log, || async {
+        crate::app::detect_kafka(&cfg, engine, metrics, shutdown, None).await
     })?;
     Ok(0)
 }
@@ -666,6 +769,7 @@ fn tail_overrides(cfg: &mut Config, args: &TailArgs) -> Result<()> {
     if args.cluster.is_some() {
         cfg.cluster = args.cluster;
     }
+    args.kafka.apply(cfg);
     stdout_override(cfg, args.format);
     if cfg.tail.paths.is_empty() {
         return Err(anyhow!(
@@ -681,6 +785,7 @@ fn cmd_tail(
     config_path: Option<PathBuf>,
     log: &LogSettings,
 ) -> Result<i32> {
+    let forward = args.forward_to == Some(ForwardTo::Kafka);
     cmd_long(
         LongRun::Tail,
         cfg,
@@ -689,6 +794,7 @@ fn cmd_tail(
         log,
         tail_overrides,
         |a| &a.rules,
+        forward,
     )
 }
 

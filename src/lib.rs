@@ -32,6 +32,7 @@ pub mod config;
 pub mod engine;
 pub mod generate;
 pub mod ingest;
+pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

@@ -58,6 +58,8 @@ enum Queues {
     Workers(Arc<[mpsc::Sender<Traced>]>),
     /// One queue whose receiver the caller holds ([`PipelineHandle::detached`]).
     Detached(mpsc::Sender<Batch>),
+    /// No engine here: the ingest tier publishes to Kafka ([`PipelineHandle::publishing`]).
+    Publish(Arc<crate::kafka::publish::EventPublisher>),
 }
 
 /// A batch and the span it was submitted under (the webhook request's), so that the
@@ -82,6 +84,8 @@ pub enum SubmitError {
     Full(Batch),
     /// The pipeline is shutting down.
     Closed(Batch),
+    /// The Kafka brokers are unreachable or did not acknowledge; try later.
+    Unavailable(Batch, String),
 }
 
 /// The sending side of the pipeline; cheap to clone.
@@ -110,9 +114,42 @@ impl PipelineHandle {
                 TrySendError::Full(b) => SubmitError::Full(b),
                 TrySendError::Closed(b) => SubmitError::Closed(b),
             })?,
+            // Publishing waits for the brokers: only [`PipelineHandle::accept`] and
+            // [`PipelineHandle::submit`] can do that.
+            Queues::Publish(_) => return Err(SubmitError::Full(batch)),
         }
         self.metrics.queue_depth.add(1);
         Ok(())
+    }
+
+    /// What the webhook calls: queues `batch` without waiting when an engine is behind
+    /// the handle, or publishes it to Kafka and waits for the brokers' acknowledgement.
+    /// Returns the items the brokers refused for good (index, reason).
+    pub async fn accept(&self, batch: Batch) -> Result<Vec<(usize, String)>, SubmitError> {
+        match &self.tx {
+            Queues::Publish(p) => match p.publish(&batch.events).await {
+                Ok(published) => {
+                    if let Some(done) = batch.done {
+                        let _ = done.send(());
+                    }
+                    Ok(published.refused)
+                }
+                Err(e) => Err(SubmitError::Unavailable(batch, e.to_string())),
+            },
+            _ => self.try_submit(batch).map(|()| Vec::new()),
+        }
+    }
+
+    /// A handle whose batches are published to Kafka (`--forward-to kafka`): nothing is
+    /// evaluated in this process.
+    pub fn publishing(
+        publisher: Arc<crate::kafka::publish::EventPublisher>,
+        metrics: Arc<Metrics>,
+    ) -> PipelineHandle {
+        PipelineHandle {
+            tx: Queues::Publish(publisher),
+            metrics,
+        }
     }
 
     /// Queues `batch`, waiting for room.
@@ -123,6 +160,29 @@ impl PipelineHandle {
                 .await
                 .map_err(|e| SubmitError::Closed(e.0 .0))?,
             Queues::Detached(q) => q.send(batch).await.map_err(|e| SubmitError::Closed(e.0))?,
+            Queues::Publish(p) => {
+                // The tailer has nowhere else to put lines: it waits (holding its
+                // checkpoint) until the brokers take the batch.
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    match p.publish(&batch.events).await {
+                        Ok(published) => {
+                            for (i, why) in &published.refused {
+                                tracing::error!(item = i, reason = %why, "Kafka refused a tailed event for good; it is skipped.");
+                            }
+                            if let Some(done) = batch.done {
+                                let _ = done.send(());
+                            }
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, retry_in = ?backoff, "Publishing tailed events failed; retrying.");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+            }
         }
         self.metrics.queue_depth.add(1);
         Ok(())
@@ -149,6 +209,7 @@ impl PipelineHandle {
         match &self.tx {
             Queues::Workers(qs) => qs.iter().all(|t| t.capacity() > 0),
             Queues::Detached(q) => q.capacity() > 0,
+            Queues::Publish(p) => !p.unavailable(),
         }
     }
 
@@ -254,7 +315,8 @@ impl RouterSlot {
         ok
     }
 
-    async fn shutdown(&self, deadline: Duration) -> bool {
+    /// Flushes and stops every router within `deadline` each; false if one timed out.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
         let routers = std::mem::take(&mut *self.0.write().await);
         let mut ok = true;
         for r in routers {

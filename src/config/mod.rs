@@ -377,6 +377,8 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// Forwarding of the (redacted) audit events themselves to a SIEM; off by default.
     pub raw_forwarding: crate::sinks::raw::RawForwardConfig,
+    /// Scale-out through Kafka (`serve --forward-to kafka`, `detect --from kafka`).
+    pub kafka: crate::kafka::KafkaConfig,
     /// Where sinks keep disk buffers and dead-letter files (`<data_dir>/sinks/<name>/`).
     pub data_dir: PathBuf,
     /// Correlation state.
@@ -404,6 +406,7 @@ impl Default for Config {
                 route: RouteConfig::default(),
             })],
             raw_forwarding: crate::sinks::raw::RawForwardConfig::default(),
+            kafka: crate::kafka::KafkaConfig::default(),
             data_dir: PathBuf::from("/var/lib/audithawk"),
             state: StateSection::default(),
             tuning: None,
@@ -717,6 +720,10 @@ impl Config {
         }
         for problem in self.raw_forwarding.validate() {
             bad("raw_forwarding", problem);
+        }
+        // Brokers are required only by the commands that use Kafka (they check again).
+        for (k, problem) in self.kafka.validate(false) {
+            bad(&k, problem);
         }
         if self.sinks.is_empty() {
             bad(

@@ -33,6 +33,11 @@ impl Dedup {
         }
     }
 
+    /// How many events it remembers.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// The key of an event: cluster, auditID, stage and the event's text.
     pub fn key(cluster: Option<&str>, audit_id: &str, stage: &str, raw: &str) -> u128 {
         let mut h = Xxh3::new();

@@ -120,6 +120,20 @@ impl Engine {
         .with_falco(falco)
     }
 
+    /// An engine with the same rules and empty state of its own: a new de-duplication set
+    /// of the same size and a fresh correlator. Kafka detectors keep one per partition, so
+    /// that a partition's state can move to another process on its own.
+    pub fn partitioned(&self) -> Engine {
+        Engine {
+            rules: self.rules.clone(),
+            falco: self.falco.clone(),
+            dedup: Arc::new(Dedup::new(self.dedup.capacity())),
+            stage_mask: self.stage_mask,
+            metrics: self.metrics.clone(),
+            correlator: self.correlator.as_ref().map(|c| Arc::new(c.fresh())),
+        }
+    }
+
     /// The Falco rules, if any.
     pub fn falco(&self) -> Option<&Arc<FalcoRuleSet>> {
         self.falco.as_ref()

@@ -24,6 +24,7 @@ use super::buffer::{DiskBufferConfig, Fsync, WhenFull};
 use super::driver::{BatchPolicy, DriverOptions, RetryPolicy, Route};
 use super::elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
 use super::file::{FileSink, FileSinkConfig};
+use super::kafka::{KafkaSink, KafkaSinkConfig};
 use super::otlp::{OtlpConfig, OtlpSink};
 use super::splunk_hec::{SplunkHecConfig, SplunkHecSink};
 use super::stdout::{Format, StdoutSink};
@@ -279,6 +280,8 @@ pub enum SinkConfig {
     Syslog(SyslogConfig),
     /// OpenTelemetry logs (OTLP/HTTP).
     Otlp(OtlpConfig),
+    /// A Kafka topic (for Splunk Connect for Kafka, Elastic's Kafka input).
+    Kafka(KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -292,6 +295,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => c.name(),
             SinkConfig::Syslog(c) => c.name(),
             SinkConfig::Otlp(c) => c.name(),
+            SinkConfig::Kafka(c) => c.name(),
         }
     }
 
@@ -305,6 +309,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => &c.route,
             SinkConfig::Syslog(c) => &c.route,
             SinkConfig::Otlp(c) => &c.route,
+            SinkConfig::Kafka(c) => &c.route,
         }
     }
 
@@ -330,6 +335,7 @@ impl SinkConfig {
                 ..c.delivery.clone()
             },
             SinkConfig::Otlp(c) => c.delivery.clone(),
+            SinkConfig::Kafka(c) => c.delivery.clone(),
         }
     }
 
@@ -349,6 +355,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => c.validate(prefix),
             SinkConfig::Syslog(c) => c.validate(prefix),
             SinkConfig::Otlp(c) => c.validate(prefix),
+            SinkConfig::Kafka(c) => c.validate(prefix),
         };
         if !matches!(self, SinkConfig::Stdout(_) | SinkConfig::File(_)) {
             p.extend(self.delivery().validate(prefix));
@@ -454,6 +461,9 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Arc<dyn Sink<SharedAlert>>, SinkBu
         SinkConfig::Syslog(c) => Arc::new(SyslogSink::new(c).map_err(build_err(name))?),
         SinkConfig::Otlp(c) => {
             Arc::new(OtlpSink::new(c).map_err(|e| build_err(name)(e.to_string()))?)
+        }
+        SinkConfig::Kafka(c) => {
+            Arc::new(KafkaSink::new(c).map_err(|e| build_err(name)(e.to_string()))?)
         }
     })
 }

@@ -15,8 +15,8 @@
 //! - [`driver`]: queue, buffer, batching, retry, concurrency, routing, shutdown.
 //! - [`buffer`], [`dead_letter`]: what survives crashes and permanent rejections.
 //! - [`http`]: the shared HTTP client (TLS options) and response classification.
-//! - [`splunk_hec`], [`elasticsearch`], [`webhook`], [`syslog`], [`otlp`], [`file`],
-//!   [`stdout`]: the sinks.
+//! - [`splunk_hec`], [`elasticsearch`], [`webhook`], [`syslog`], [`otlp`], [`kafka`],
+//!   [`file`], [`stdout`]: the sinks.
 //! - [`raw`]: raw audit-event forwarding.
 
 pub mod buffer;
@@ -26,6 +26,7 @@ pub mod driver;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod otlp;
 pub mod raw;
 pub mod splunk_hec;

@@ -329,8 +329,9 @@ async fn audit(
         }
     };
 
-    let accepted = events.len();
-    let rejected = errors.len();
+    let mut accepted = events.len();
+    let mut rejected = errors.len();
+    let mut kafka_refused: Vec<Value> = Vec::new();
     if accepted > 0 {
         let batch = Batch {
             source: Source::Webhook,
@@ -339,8 +340,17 @@ async fn audit(
         };
         // Checked before counting rejections: a 429/503 makes the API server re-send the
         // whole batch, and its bad items would otherwise be counted twice.
-        match shared.handle.try_submit(batch) {
-            Ok(()) => {
+        match shared.handle.accept(batch).await {
+            Ok(refused) => {
+                // Events Kafka refused for good (too large for the topic) are reported like
+                // undecodable items; their index is among the accepted events.
+                for (i, reason) in &refused {
+                    shared.metrics.rejected("webhook", "kafka_refused", 1);
+                    warn!(event = i, reason = %reason, "Kafka refused an event for good.");
+                    kafka_refused
+                        .push(json!({"event": i, "error": format!("kafka refused it: {reason}")}));
+                }
+                let accepted = accepted - kafka_refused.len();
                 shared.metrics.received("webhook", accepted as u64);
                 // Bounded label: configured clusters and the default one by name, any
                 // other path-named cluster as "other".
@@ -366,6 +376,15 @@ async fn audit(
                     "the event queue is full; retry later",
                 )
             }
+            Err(SubmitError::Unavailable(_, why)) => {
+                warn!(error = %why, "Kafka unavailable; asking the sender to retry.");
+                return retry_later(
+                    shared,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "broker_unavailable",
+                    "the Kafka brokers are unavailable; retry later",
+                );
+            }
             Err(SubmitError::Closed(_)) => {
                 return retry_later(
                     shared,
@@ -376,7 +395,10 @@ async fn audit(
             }
         }
     }
-    let reported = report_errors(shared, &errors);
+    accepted -= kafka_refused.len();
+    rejected += kafka_refused.len();
+    let mut reported = report_errors(shared, &errors);
+    reported.extend(kafka_refused);
     if accepted == 0 && rejected > 0 {
         return error(
             StatusCode::BAD_REQUEST,
