@@ -313,6 +313,26 @@ impl DetectorControl {
         self.shared.crashed.store(true, Ordering::Release);
     }
 
+    /// The offset of each owned partition's newest snapshot (written or restored).
+    pub fn snapshotted(&self) -> HashMap<i32, i64> {
+        self.shared
+            .parts
+            .lock()
+            .iter()
+            .filter_map(|(p, s)| s.manifest.as_ref().map(|m| (*p, m.offset)))
+            .collect()
+    }
+
+    /// Owned partitions with events evaluated since their last snapshot.
+    pub fn unsnapshotted(&self) -> usize {
+        self.shared
+            .parts
+            .lock()
+            .values()
+            .filter(|s| s.dirty)
+            .count()
+    }
+
     /// The next offset to evaluate of each owned partition.
     pub fn positions(&self) -> HashMap<i32, i64> {
         self.shared
