@@ -137,7 +137,7 @@ impl EventPublisher {
         let mut pending = Vec::with_capacity(events.len());
         let mut out = Published::default();
         for (i, ev) in events.iter().enumerate() {
-            let Some(rec) = crate::sinks::raw::record(ev) else {
+            let Some(text) = crate::sinks::raw::redacted_text(ev) else {
                 out.refused.push((
                     i,
                     "the event could not be re-encoded after redaction".into(),
@@ -154,7 +154,7 @@ impl EventPublisher {
             }
             let record = FutureRecord::to(&self.topic)
                 .key(&key)
-                .payload(rec.event.get())
+                .payload(text.as_ref())
                 .headers(headers);
             match self.producer.send_result(record) {
                 Ok(f) => pending.push((i, f)),

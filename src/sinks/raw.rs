@@ -324,21 +324,7 @@ impl RawForwarder {
 
 /// The redacted record of `ev`. Its id is `auditID/stage`, so a re-send cannot duplicate.
 pub fn record(ev: &AuditEvent<'_>) -> Option<AuditRecord> {
-    let f = &ev.fields;
-    let uri_clean = matches!(
-        crate::model::redact::redact_uri(f.request_uri.as_deref().unwrap_or("")),
-        std::borrow::Cow::Borrowed(_)
-    );
-    // Fast path: without bodies and with a clean URI there is nothing to redact (that is
-    // what `redact_event` looks at), so the text as received is forwarded without a
-    // parse and re-serialisation. Metadata-level events, the common case, take it.
-    let text = if f.request_object.is_none() && f.response_object.is_none() && uri_clean {
-        ev.raw.text().to_string()
-    } else {
-        let mut v = ev.raw.value().clone();
-        crate::model::redact::redact_event(&mut v);
-        serde_json::to_string(&v).ok()?
-    };
+    let text = redacted_text(ev)?.into_owned();
     let event = RawValue::from_string(text).ok()?;
     let id = if ev.audit_id().is_empty() {
         format!(
@@ -354,6 +340,26 @@ pub fn record(ev: &AuditEvent<'_>) -> Option<AuditRecord> {
         cluster: ev.cluster.as_deref().map(str::to_string),
         event,
     }))
+}
+
+/// The event's JSON text with secrets redacted ([`crate::model::redact::redact_event`]);
+/// `None` only if the redacted value cannot be re-encoded.
+pub fn redacted_text<'e>(ev: &'e AuditEvent<'_>) -> Option<std::borrow::Cow<'e, str>> {
+    let f = &ev.fields;
+    let uri_clean = matches!(
+        crate::model::redact::redact_uri(f.request_uri.as_deref().unwrap_or("")),
+        std::borrow::Cow::Borrowed(_)
+    );
+    // Fast path: without bodies and with a clean URI there is nothing to redact (that is
+    // what `redact_event` looks at), so the text as received is forwarded without a
+    // parse and re-serialisation. Metadata-level events, the common case, take it.
+    if f.request_object.is_none() && f.response_object.is_none() && uri_clean {
+        Some(std::borrow::Cow::Borrowed(ev.raw.text()))
+    } else {
+        let mut v = ev.raw.value().clone();
+        crate::model::redact::redact_event(&mut v);
+        serde_json::to_string(&v).ok().map(std::borrow::Cow::Owned)
+    }
 }
 
 #[cfg(test)]
