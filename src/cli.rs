@@ -636,22 +636,29 @@ fn cmd_serve(
 ) -> Result<i32> {
     let forward = args.forward_to == Some(ForwardTo::Kafka);
     cmd_long(
-        LongRun::Serve,
+        LongRun::Serve {
+            forward_to_kafka: forward,
+        },
         cfg,
         args,
         config_path,
         log,
         serve_overrides,
         |a| &a.rules,
-        forward,
     )
 }
 
 /// The long-running commands.
 #[derive(Debug, Clone, Copy)]
 enum LongRun {
-    Serve,
-    Tail,
+    Serve {
+        /// `--forward-to kafka`: publish instead of evaluating.
+        forward_to_kafka: bool,
+    },
+    Tail {
+        /// `--forward-to kafka`: publish instead of evaluating.
+        forward_to_kafka: bool,
+    },
 }
 
 /// Runs `serve` or `tail` with hot reload: the config file is re-read on SIGHUP or when a
@@ -665,7 +672,6 @@ fn cmd_long<A: Clone + Send + Sync + 'static>(
     log: &LogSettings,
     overrides: fn(&mut Config, &A) -> Result<()>,
     rules: fn(&A) -> &RuleArgs,
-    forward_to_kafka: bool,
 ) -> Result<i32> {
     overrides(&mut cfg, &args)?;
     let metrics = Arc::new(Metrics::new());
@@ -677,6 +683,11 @@ fn cmd_long<A: Clone + Send + Sync + 'static>(
         Ok(())
     });
     merge_rule_args(&mut cfg, rules(&args));
+    let forward_to_kafka = match kind {
+        LongRun::Serve { forward_to_kafka } | LongRun::Tail { forward_to_kafka } => {
+            forward_to_kafka
+        }
+    };
     let opts = crate::app::RunOptions {
         reload: Some(source),
         forward_to_kafka,
@@ -685,8 +696,8 @@ fn cmd_long<A: Clone + Send + Sync + 'static>(
     let shutdown = crate::app::shutdown_signal();
     run_long(&cfg, metrics.clone(), log, || async {
         match kind {
-            LongRun::Serve => crate::app::serve_with(&cfg, engine, metrics, shutdown, opts).await,
-            LongRun::Tail => crate::app::tail_with(&cfg, engine, metrics, shutdown, opts).await,
+            LongRun::Serve { .. } => crate::app::serve_with(&cfg, engine, metrics, shutdown, opts).await,
+            LongRun::Tail { .. } => crate::app::tail_with(&cfg, engine, metrics, shutdown, opts).await,
         }
     })?;
     Ok(0)
@@ -787,14 +798,15 @@ fn cmd_tail(
 ) -> Result<i32> {
     let forward = args.forward_to == Some(ForwardTo::Kafka);
     cmd_long(
-        LongRun::Tail,
+        LongRun::Tail {
+            forward_to_kafka: forward,
+        },
         cfg,
         args,
         config_path,
         log,
         tail_overrides,
         |a| &a.rules,
-        forward,
     )
 }
 

@@ -129,6 +129,7 @@ async fn start(config_file: PathBuf, poll: Duration) -> Running {
                 reload_outcomes: Some(out_tx),
                 reload_poll: Some(poll),
                 bound: Some(bound_tx),
+                forward_to_kafka: false,
             },
         )
         .await

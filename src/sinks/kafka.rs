@@ -226,7 +226,7 @@ impl Sink for KafkaSink {
                         m.topics()
                             .first()
                             .and_then(|t| t.error())
-                            .map(|e| RDKafkaErrorCode::from(e))
+                            .map(RDKafkaErrorCode::from)
                     })
             })
             .await
