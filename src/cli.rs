@@ -696,8 +696,12 @@ fn cmd_long<A: Clone + Send + Sync + 'static>(
     let shutdown = crate::app::shutdown_signal();
     run_long(&cfg, metrics.clone(), log, || async {
         match kind {
-            LongRun::Serve { .. } => crate::app::serve_with(&cfg, engine, metrics, shutdown, opts).await,
-            LongRun::Tail { .. } => crate::app::tail_with(&cfg, engine, metrics, shutdown, opts).await,
+            LongRun::Serve { .. } => {
+                crate::app::serve_with(&cfg, engine, metrics, shutdown, opts).await
+            }
+            LongRun::Tail { .. } => {
+                crate::app::tail_with(&cfg, engine, metrics, shutdown, opts).await
+            }
         }
     })?;
     Ok(0)
