@@ -181,7 +181,8 @@ pub struct RunOptions {
 /// Starts the reload task when configured; returns its stop signal and task.
 fn start_reloader(
     cfg: &Config,
-    pipeline: &Pipeline,
+    engine: &Arc<crate::pipeline::EngineSlot>,
+    router: &Arc<crate::pipeline::RouterSlot>,
     webhook: Option<crate::ingest::webhook::WebhookControl>,
     metrics: &Arc<Metrics>,
     opts: &mut RunOptions,
@@ -193,8 +194,8 @@ fn start_reloader(
     let reloader = Arc::new(crate::reload::Reloader::new(
         source,
         cfg.clone(),
-        pipeline.engine_slot().clone(),
-        pipeline.router_slot().clone(),
+        engine.clone(),
+        router.clone(),
         webhook,
         metrics.clone(),
     ));
@@ -240,7 +241,20 @@ pub async fn serve_with(
         if let Some(tx) = opts.bound.take() {
             let _ = tx.send(server.local_addr());
         }
+        // Hot reload still rotates the webhook's certificates, token and cluster mapping;
+        // the engine and sink slots are placeholders (nothing is evaluated here).
+        let engine_slot = Arc::new(crate::pipeline::EngineSlot::new(engine));
+        let router_slot = Arc::new(crate::pipeline::RouterSlot::new(Vec::new()));
+        let reloader = start_reloader(
+            cfg,
+            &engine_slot,
+            &router_slot,
+            Some(server.control()),
+            &metrics,
+            &mut opts,
+        );
         let res = server.run(shutdown).await;
+        stop_reloader(reloader).await;
         stop_publisher(publisher, cfg).await;
         return res.map_err(AppError::from);
     }
@@ -250,7 +264,14 @@ pub async fn serve_with(
     if let Some(tx) = opts.bound.take() {
         let _ = tx.send(server.local_addr());
     }
-    let reloader = start_reloader(cfg, &pipeline, Some(server.control()), &metrics, &mut opts);
+    let reloader = start_reloader(
+        cfg,
+        pipeline.engine_slot(),
+        pipeline.router_slot(),
+        Some(server.control()),
+        &metrics,
+        &mut opts,
+    );
     let res = server.run(shutdown).await;
     stop_reloader(reloader).await;
     res?;
@@ -310,7 +331,14 @@ pub async fn tail_with(
         return res.map_err(AppError::from);
     }
     let (pipeline, handle) = start_pipeline(cfg, engine, &metrics).await?;
-    let reloader = start_reloader(cfg, &pipeline, None, &metrics, &mut opts);
+    let reloader = start_reloader(
+        cfg,
+        pipeline.engine_slot(),
+        pipeline.router_slot(),
+        None,
+        &metrics,
+        &mut opts,
+    );
     let res = crate::ingest::tail::run(tail_config(cfg), handle, metrics.clone(), shutdown).await;
     stop_reloader(reloader).await;
     // Drain even when the tailer failed: what it handed over is still delivered.

@@ -693,3 +693,61 @@ async fn real_broker_round_trip() {
     task.await.unwrap();
     assert_eq!(sweep_alerts(&[&dir.path().join("alerts.jsonl")]).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_forwards_lines_and_checkpoints_after_the_acknowledgement() {
+    let mc = cluster(2);
+    let brokers = mc.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let lines: Vec<String> = (0..3)
+        .map(|i| event(i, "erin", "get", "secrets", "prod").to_string())
+        .collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let checkpoint = dir.path().join("tail.checkpoint");
+    let extra = format!(
+        "tail:\n  paths: [{}]\n  checkpoint: {}\n  from: beginning\n  poll_interval: 50ms\n",
+        log.display(),
+        checkpoint.display()
+    );
+    let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), &extra), "t.yaml").unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(&cfg, &RuleArgs::default(), &metrics).unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            app::tail_with(
+                &cfg,
+                engine,
+                metrics,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                RunOptions {
+                    forward_to_kafka: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        })
+    };
+    until("three lines in the topic", Duration::from_secs(30), || {
+        acked(&brokers, EVENTS) == 3
+    })
+    .await;
+    let _ = stop_tx.send(());
+    task.await.unwrap();
+    let msgs = read_all(&brokers, EVENTS);
+    assert_eq!(msgs.len(), 3);
+    for (_, key, headers, payload) in &msgs {
+        assert_eq!(key, "prod\u{1f}erin");
+        assert!(headers.contains(&("audithawk-cluster".into(), "prod".into())));
+        assert!(payload.contains("***REDACTED***"), "{payload}");
+    }
+    // The checkpoint covers the three lines: a restart does not publish them again.
+    let cp = std::fs::read_to_string(&checkpoint).unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    assert!(cp.contains(&format!("\"offset\":{len},")), "{cp}");
+}
