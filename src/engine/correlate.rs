@@ -283,6 +283,8 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+    /// One event's records with their shards, reused by [`Correlator::observe`].
+    static RECS: std::cell::RefCell<Vec<(usize, Record)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The group keys of `ev` over `paths` (same keys as [`combos`], without building the
@@ -876,7 +878,8 @@ impl Correlator {
         }
     }
 
-    /// The records event `ev` contributes to correlation `corr` at rule position `pos`.
+    /// The records event `ev` contributes to correlation `corr` at rule position `pos`,
+    /// each with its shard.
     #[allow(clippy::too_many_arguments)]
     fn records_for(
         &self,
@@ -886,7 +889,7 @@ impl Correlator {
         t: i64,
         cluster: u16,
         evref: &Arc<EvRef>,
-        out: &mut Vec<Record>,
+        out: &mut Vec<(usize, Record)>,
     ) {
         let c = &self.plan.corrs[corr];
         let cl = ev.cluster.as_deref();
@@ -895,39 +898,46 @@ impl Correlator {
         } else {
             c.group_paths.get(pos).map_or(&[][..], Vec::as_slice)
         };
-        let mut vals: Vec<Option<Box<str>>> = match &c.value_path {
-            Some(p) => values(ev, p)
+        // value_count: one record per group key and counted value.
+        let mut vals: Vec<Box<str>> = Vec::new();
+        if let Some(p) = &c.value_path {
+            vals = values(ev, p)
                 .into_iter()
-                .map(|v| Some(v.into_boxed_str()))
-                .collect(),
-            None => vec![None],
-        };
-        // Keys first, so that the last record can take the value rather than copy it.
-        let mut keys = [0u128; MAX_COMBOS];
-        let mut nk = 0;
+                .map(String::into_boxed_str)
+                .collect();
+        }
+        let counted = c.value_path.is_some();
+        let nv = if counted { vals.len() } else { 1 };
+        let start = out.len();
         let truncated = keys_into(ev, cl, paths, &mut |key| {
-            if let Some(slot) = keys.get_mut(nk) {
-                *slot = key;
-                nk += 1;
+            let shard = self.route(corr, key, cl);
+            for _ in 0..nv {
+                out.push((
+                    shard,
+                    Record {
+                        t,
+                        corr: corr as u32,
+                        pos: pos as u16,
+                        key,
+                        cluster,
+                        value: None,
+                        ev: evref.clone(),
+                    },
+                ));
             }
         });
-        for (ki, &key) in keys[..nk].iter().enumerate() {
-            let nv = vals.len();
-            for vi in 0..nv {
-                let value = if ki + 1 == nk {
-                    vals.get_mut(vi).and_then(Option::take)
-                } else {
-                    vals.get(vi).cloned().flatten()
-                };
-                out.push(Record {
-                    t,
-                    corr: corr as u32,
-                    pos: pos as u16,
-                    key,
-                    cluster,
-                    value,
-                    ev: evref.clone(),
-                });
+        if counted && nv > 0 {
+            // Copies for every key but the last, which takes the values themselves.
+            let recs = &mut out[start..];
+            let keys = recs.len() / nv;
+            for (ki, chunk) in recs.chunks_mut(nv).enumerate() {
+                for ((_, r), v) in chunk.iter_mut().zip(vals.iter_mut()) {
+                    r.value = Some(if ki + 1 == keys {
+                        std::mem::take(v)
+                    } else {
+                        v.clone()
+                    });
+                }
             }
         }
         if truncated {
@@ -979,7 +989,9 @@ impl Correlator {
         let wm = wm_of(&clock, self.lateness);
         let mut touched = [false; SHARDS];
         if relevant {
-            let mut recs: Vec<Record> = Vec::with_capacity(8);
+            // Reused across events: no allocation per event for the list itself.
+            let mut recs = RECS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            recs.clear();
             let evref = Arc::new(EvRef {
                 raw: ev.raw.text().into(),
                 cluster: ev.cluster.clone(),
@@ -1003,14 +1015,9 @@ impl Correlator {
                     self.records_for(corr as usize, pos as usize, ev, t, cid, &evref, &mut recs);
                 }
             }
-            let cl = ev.cluster.as_deref();
-            let mut routed: Vec<(usize, Record)> = recs
-                .into_iter()
-                .map(|r| (self.route(r.corr as usize, r.key, cl), r))
-                .collect();
             // Stable: records of one shard keep their order.
-            routed.sort_by_key(|(s, _)| *s);
-            let mut it = routed.into_iter().peekable();
+            recs.sort_by_key(|(s, _)| *s);
+            let mut it = recs.drain(..).peekable();
             while let Some((s, first)) = it.next() {
                 touched[s] = true;
                 let mut sh = self.shards[s].lock();
@@ -1038,6 +1045,8 @@ impl Correlator {
                 self.drain(&mut sh, Some((cid, wm)), out);
                 self.shed(&mut sh, out);
             }
+            drop(it);
+            RECS.with(|c| *c.borrow_mut() = recs);
         }
         let crossed =
             before == i64::MIN || before.div_euclid(DRAIN_STEP) != wm.div_euclid(DRAIN_STEP);
@@ -1433,7 +1442,8 @@ impl Correlator {
                 ev,
                 &mut recs,
             );
-            for r in recs {
+            // Chained correlations share one shard per cluster: this one.
+            for (_, r) in recs {
                 let wm = self.clocks.watermark(cid, self.lateness);
                 self.apply(sh, r, false, wm, out);
             }
