@@ -93,6 +93,36 @@ fn event(i: usize, users: usize, step_us: i64) -> String {
     )
 }
 
+/// CPU time of this thread (Linux schedstat, ns precision): on a machine shared with
+/// builds, wall time also counts the time other processes ran, CPU time does not.
+fn cpu_time() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Wall and CPU time since `start`.
+struct Span {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl Span {
+    fn start() -> Span {
+        Span {
+            wall: Instant::now(),
+            cpu: cpu_time(),
+        }
+    }
+    fn stop(&self) -> (Duration, Option<Duration>) {
+        let cpu = match (self.cpu, cpu_time()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        (self.wall.elapsed(), cpu)
+    }
+}
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -102,12 +132,21 @@ fn env(name: &str, default: usize) -> usize {
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run small then.
-    let quick = !std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = !args.iter().any(|a| a == "--bench");
     let n_events = env("STATE_BENCH_EVENTS", if quick { 20_000 } else { 1_200_000 });
     let users = env("STATE_BENCH_USERS", if quick { 500 } else { 33_334 });
     // 1 ms of event time per event: 1,000 events/s, so 1.2 M events span 20 minutes and
     // the 10-minute windows hold ~600,000 events' worth of groups at the end.
     let step_us = if quick { 10_000 } else { 1_000 };
+    if let Some(bin) = args
+        .iter()
+        .position(|a| a == "--pipeline")
+        .and_then(|i| args.get(i + 1))
+    {
+        pipeline(std::path::Path::new(bin), n_events, users, step_us);
+        return;
+    }
     let text = rules_text();
     let (rules, _) = RuleSet::from_texts(&[("bench.yml", &text)], &[], false).expect("rules");
     let rules = Arc::new(rules);
@@ -127,7 +166,7 @@ fn main() {
     let stateless = |evs: &[String]| {
         let mut hits = Vec::new();
         let mut out: Vec<Alert> = Vec::new();
-        let t0 = Instant::now();
+        let t0 = Span::start();
         for e in evs {
             let ev = AuditEvent::parse(e).expect("event");
             hits.clear();
@@ -137,9 +176,9 @@ fn main() {
             }
             out.clear();
         }
-        t0.elapsed()
+        t0.stop()
     };
-    let sl = stateless(&events);
+    let (sl, sl_cpu) = stateless(&events);
     let sl_rate = n_events as f64 / sl.as_secs_f64();
     println!(
         "stateless: {n_events} events in {:.2?} = {:.0} events/s",
@@ -150,7 +189,7 @@ fn main() {
     let mut hits = Vec::new();
     let mut out = Vec::new();
     let mut alerts = 0usize;
-    let t0 = Instant::now();
+    let t0 = Span::start();
     for e in &events {
         let ev = AuditEvent::parse(e).expect("event");
         hits.clear();
@@ -164,7 +203,7 @@ fn main() {
         alerts += out.len();
         out.clear();
     }
-    let sf = t0.elapsed();
+    let (sf, sf_cpu) = t0.stop();
     let sf_rate = n_events as f64 / sf.as_secs_f64();
     let st = corr.stats();
     println!(
@@ -184,6 +223,14 @@ fn main() {
         (sf.as_secs_f64() / sl.as_secs_f64() - 1.0) * 100.0,
         sf_rate / sl_rate * 100.0
     );
+    if let (Some(a), Some(b)) = (sl_cpu, sf_cpu) {
+        println!(
+            "on CPU time (this thread): stateless {:.2?}, stateful {:.2?}: {:.1}% added",
+            a,
+            b,
+            (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0
+        );
+    }
 
     // Steady-state throughput with all keys live: one more pass over the same users,
     // continuing in time.
@@ -247,5 +294,117 @@ fn main() {
             st.bytes as f64 / st.groups.max(1) as f64
         );
         drop(c);
+    }
+}
+
+/// Pipeline-level comparison: the bench events as a JSON-lines file, scanned by a built
+/// binary (`audithawk scan`, the whole pipeline: read, decode, dedup, engine, alert
+/// rendering) with only the base rules, then with the base rules and the 30 correlations.
+/// The correlations say `generate: true`, so both runs render the same base-rule alerts
+/// and differ by the stateful engine alone. Runs alternate, three of each; wall and CPU
+/// time (user + system of the child) are reported, best and median.
+fn pipeline(bin: &std::path::Path, n_events: usize, users: usize, step_us: i64) {
+    use std::io::Write as _;
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench-data")
+        .join(format!("state-{n_events}-{users}-{step_us}"));
+    std::fs::create_dir_all(&dir).expect("bench-data dir");
+    let log = dir.join("events.jsonl");
+    if !log.exists() {
+        eprintln!("writing {n_events} events to {} ...", log.display());
+        let tmp = dir.join("events.partial");
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).expect("events file"));
+        for i in 0..n_events {
+            writeln!(w, "{}", event(i, users, step_us)).expect("write events");
+        }
+        w.flush().expect("write events");
+        drop(w);
+        std::fs::rename(&tmp, &log).expect("rename events file");
+    }
+    let text = rules_text();
+    let split = text.find("title: count 0").unwrap_or(text.len());
+    let base_dir = dir.join("rules-base");
+    let corr_dir = dir.join("rules-corr");
+    for d in [&base_dir, &corr_dir] {
+        std::fs::create_dir_all(d).expect("rules dir");
+    }
+    std::fs::write(base_dir.join("base.yml"), &text[..split]).expect("rules");
+    let corrs = text[split..].replace("correlation: {", "generate: true\ncorrelation: {");
+    std::fs::write(corr_dir.join("base.yml"), &text[..split]).expect("rules");
+    std::fs::write(corr_dir.join("corr.yml"), corrs).expect("rules");
+
+    // Children's CPU time (user + system, clock ticks of 10 ms) from /proc/self/stat.
+    fn child_cpu() -> Option<Duration> {
+        let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 16 and 17 of stat (cutime, cstime) are 13 and 14 after the comm field.
+        let ticks: u64 = f.get(13)?.parse::<u64>().ok()? + f.get(14)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+    let run = |rules: &std::path::Path| -> (Duration, Option<Duration>) {
+        let c0 = child_cpu();
+        let t0 = Instant::now();
+        let st = std::process::Command::new(bin)
+            .args([
+                "scan",
+                "-q",
+                "--no-progress",
+                "--no-builtin",
+                "--format",
+                "json",
+            ])
+            .arg("--rules")
+            .arg(rules)
+            .arg(&log)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run audithawk");
+        let wall = t0.elapsed();
+        assert!(
+            st.success() || st.code() == Some(1),
+            "audithawk scan failed: {st}"
+        );
+        let cpu = match (c0, child_cpu()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        (wall, cpu)
+    };
+    let mut base = Vec::new();
+    let mut corr = Vec::new();
+    for _ in 0..3 {
+        base.push(run(&base_dir));
+        corr.push(run(&corr_dir));
+    }
+    let stat = |v: &[(Duration, Option<Duration>)], cpu: bool| -> (f64, f64) {
+        let mut x: Vec<f64> = v
+            .iter()
+            .filter_map(|(w, c)| {
+                if cpu {
+                    c.map(|c| c.as_secs_f64())
+                } else {
+                    Some(w.as_secs_f64())
+                }
+            })
+            .collect();
+        x.sort_by(f64::total_cmp);
+        (
+            x.first().copied().unwrap_or(f64::NAN),
+            x.get(x.len() / 2).copied().unwrap_or(f64::NAN),
+        )
+    };
+    for (what, cpu) in [("wall", false), ("cpu", true)] {
+        let (bb, bm) = stat(&base, cpu);
+        let (cb, cm) = stat(&corr, cpu);
+        println!(
+            "pipeline ({what}): scan {n_events} events, base rules only: best {bb:.2} s ({:.0} events/s), median {bm:.2} s; with 30 correlations: best {cb:.2} s ({:.0} events/s), median {cm:.2} s; added {:.1}% (best), {:.1}% (median)",
+            n_events as f64 / bb,
+            n_events as f64 / cb,
+            (cb / bb - 1.0) * 100.0,
+            (cm / bm - 1.0) * 100.0
+        );
     }
 }

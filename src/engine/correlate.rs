@@ -19,7 +19,7 @@
 //! worker thread delivered which event, at the price of holding alerts back by the
 //! lateness (or until [`Correlator::tick`] finds the cluster idle).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -196,6 +196,8 @@ pub struct Correlator {
     emit_all: bool,
     /// Re-alert state of stateless rules.
     base_supp: super::suppress::Suppressor,
+    /// Event time between sweeps of a shard (µs).
+    sweep_every: i64,
 }
 
 fn hash128(parts: &[&[u8]]) -> u128 {
@@ -273,10 +275,16 @@ struct Scratch {
     spans: Vec<(usize, usize)>,
     per: Vec<(usize, usize)>,
     idx: Vec<usize>,
+    /// The hashed bytes of one combination, laid out as the streaming hash in
+    /// [`hash128`] sees them: one-shot xxh3 over them gives the same key, several times
+    /// faster than the streaming state for inputs this short.
+    key: Vec<u8>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+    /// One event's records with their shards, reused by [`Correlator::observe`].
+    static RECS: std::cell::RefCell<Vec<(usize, Record)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The group keys of `ev` over `paths` (same keys as [`combos`], without building the
@@ -295,6 +303,7 @@ fn keys_into(
             spans,
             per,
             idx,
+            key,
         } = &mut *guard;
         buf.clear();
         spans.clear();
@@ -341,10 +350,10 @@ fn keys_into(
             if n == MAX_COMBOS {
                 return true;
             }
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            key.clear();
             let c = cluster.unwrap_or("\u{0}").as_bytes();
-            h.update(&(c.len() as u32).to_le_bytes());
-            h.update(c);
+            key.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            key.extend_from_slice(c);
             for (k, &(a, b)) in per.iter().enumerate() {
                 let bytes: &[u8] = if a == b {
                     &[0xff]
@@ -352,10 +361,10 @@ fn keys_into(
                     let (x, y) = spans[a + idx[k]];
                     &buf.as_bytes()[x..y]
                 };
-                h.update(&(bytes.len() as u32).to_le_bytes());
-                h.update(bytes);
+                key.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                key.extend_from_slice(bytes);
             }
-            out(h.digest128());
+            out(xxhash_rust::xxh3::xxh3_128(key));
             n += 1;
             // Advance the last position first, as `combos` nests.
             let mut k = paths.len();
@@ -731,6 +740,7 @@ impl Correlator {
             return Err(errs);
         }
         let lateness = cfg.allowed_lateness.as_micros() as i64;
+        let sweep_every = Correlator::sweep_every(&corrs);
         Ok(Correlator {
             plan: Arc::new(Plan {
                 corrs,
@@ -751,6 +761,7 @@ impl Correlator {
             last_snapshot: Mutex::new(None),
             emit_all: false,
             base_supp: Default::default(),
+            sweep_every,
             cfg,
         })
     }
@@ -768,6 +779,7 @@ impl Correlator {
             last_snapshot: Mutex::new(None),
             emit_all: self.emit_all,
             base_supp: Default::default(),
+            sweep_every: self.sweep_every,
         }
     }
 
@@ -866,7 +878,8 @@ impl Correlator {
         }
     }
 
-    /// The records event `ev` contributes to correlation `corr` at rule position `pos`.
+    /// The records event `ev` contributes to correlation `corr` at rule position `pos`,
+    /// each with its shard.
     #[allow(clippy::too_many_arguments)]
     fn records_for(
         &self,
@@ -876,7 +889,7 @@ impl Correlator {
         t: i64,
         cluster: u16,
         evref: &Arc<EvRef>,
-        out: &mut Vec<Record>,
+        out: &mut Vec<(usize, Record)>,
     ) {
         let c = &self.plan.corrs[corr];
         let cl = ev.cluster.as_deref();
@@ -885,31 +898,48 @@ impl Correlator {
         } else {
             c.group_paths.get(pos).map_or(&[][..], Vec::as_slice)
         };
-        let owned: Vec<Option<Box<str>>>;
-        let none = [None];
-        let vals: &[Option<Box<str>>] = match &c.value_path {
-            Some(p) => {
-                owned = values(ev, p)
-                    .into_iter()
-                    .map(|v| Some(v.into_boxed_str()))
-                    .collect();
-                &owned
-            }
-            None => &none,
-        };
+        // value_count: one record per group key and counted value.
+        let mut vals: Vec<Box<str>> = Vec::new();
+        if let Some(p) = &c.value_path {
+            vals = values(ev, p)
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect();
+        }
+        let counted = c.value_path.is_some();
+        let nv = if counted { vals.len() } else { 1 };
+        let start = out.len();
         let truncated = keys_into(ev, cl, paths, &mut |key| {
-            for v in vals {
-                out.push(Record {
-                    t,
-                    corr: corr as u32,
-                    pos: pos as u16,
-                    key,
-                    cluster,
-                    value: v.clone(),
-                    ev: evref.clone(),
-                });
+            let shard = self.route(corr, key, cl);
+            for _ in 0..nv {
+                out.push((
+                    shard,
+                    Record {
+                        t,
+                        corr: corr as u32,
+                        pos: pos as u16,
+                        key,
+                        cluster,
+                        value: None,
+                        ev: evref.clone(),
+                    },
+                ));
             }
         });
+        if counted && nv > 0 {
+            // Copies for every key but the last, which takes the values themselves.
+            let recs = &mut out[start..];
+            let keys = recs.len() / nv;
+            for (ki, chunk) in recs.chunks_mut(nv).enumerate() {
+                for ((_, r), v) in chunk.iter_mut().zip(vals.iter_mut()) {
+                    r.value = Some(if ki + 1 == keys {
+                        std::mem::take(v)
+                    } else {
+                        v.clone()
+                    });
+                }
+            }
+        }
         if truncated {
             self.cfg.metrics.count(
                 "audithawk_correlation_keys_truncated_total",
@@ -959,7 +989,9 @@ impl Correlator {
         let wm = wm_of(&clock, self.lateness);
         let mut touched = [false; SHARDS];
         if relevant {
-            let mut recs = Vec::new();
+            // Reused across events: no allocation per event for the list itself.
+            let mut recs = RECS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            recs.clear();
             let evref = Arc::new(EvRef {
                 raw: ev.raw.text().into(),
                 cluster: ev.cluster.clone(),
@@ -983,12 +1015,9 @@ impl Correlator {
                     self.records_for(corr as usize, pos as usize, ev, t, cid, &evref, &mut recs);
                 }
             }
-            let cl = ev.cluster.as_deref();
-            recs.sort_by_key(|r| self.route(r.corr as usize, r.key, cl));
-            let mut it = recs
-                .into_iter()
-                .map(|r| (self.route(r.corr as usize, r.key, cl), r))
-                .peekable();
+            // Stable: records of one shard keep their order.
+            recs.sort_by_key(|(s, _)| *s);
+            let mut it = recs.drain(..).peekable();
             while let Some((s, first)) = it.next() {
                 touched[s] = true;
                 let mut sh = self.shards[s].lock();
@@ -1005,15 +1034,19 @@ impl Correlator {
                     } else {
                         sh.bytes += RECORD_BYTES + r.ev.raw.len();
                         let k = Self::pkey(&r);
-                        sh.pending_mut(cid).insert(k, r);
+                        if let Some(old) = sh.pending_mut(cid).insert(k, r) {
+                            sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + old.ev.raw.len());
+                        }
                     }
                     if it.peek().is_some_and(|(s2, _)| *s2 == s) {
                         next = it.next().map(|(_, r)| r);
                     }
                 }
-                self.drain(&mut sh, out);
+                self.drain(&mut sh, Some((cid, wm)), out);
                 self.shed(&mut sh, out);
             }
+            drop(it);
+            RECS.with(|c| *c.borrow_mut() = recs);
         }
         let crossed =
             before == i64::MIN || before.div_euclid(DRAIN_STEP) != wm.div_euclid(DRAIN_STEP);
@@ -1021,44 +1054,36 @@ impl Correlator {
             for (s, was) in touched.iter().enumerate() {
                 if !was {
                     let mut sh = self.shards[s].lock();
-                    self.drain(&mut sh, out);
+                    self.drain(&mut sh, Some((cid, wm)), out);
                 }
             }
         }
     }
 
     /// Applies every buffered record older than its cluster's watermark, in order, then
-    /// sweeps expired state when the watermark has moved on enough.
-    fn drain(&self, sh: &mut Shard, out: &mut Vec<Alert>) {
+    /// sweeps expired state when the watermark has moved on enough. `known` is a
+    /// cluster whose watermark the caller has just read: it spares a lock on the clocks
+    /// per call on the hot path.
+    fn drain(&self, sh: &mut Shard, known: Option<(u16, i64)>, out: &mut Vec<Alert>) {
         let mut wmax = i64::MIN;
         for c in 0..sh.pending.len() {
-            let wm = self.clocks.watermark(c as u16, self.lateness);
-            wmax = wmax.max(wm);
-            let ready = sh.pending[c]
-                .first_key_value()
-                .is_some_and(|(k, _)| k.t < wm);
-            if !ready {
-                continue;
-            }
-            // Split once rather than popping one by one: every record before the
-            // watermark leaves the buffer, in order. Applying never adds to the buffer
-            // (chained records are applied inline), so iterating the split-off part is safe.
-            let cut = PKey {
-                t: wm,
-                tie: 0,
-                corr: 0,
-                rpos: 0,
-                key: 0,
-                vhash: 0,
+            let wm = match known {
+                Some((k, wm)) if k as usize == c => wm,
+                _ => self.clocks.watermark(c as u16, self.lateness),
             };
-            let rest = sh.pending[c].split_off(&cut);
-            let ready = std::mem::replace(&mut sh.pending[c], rest);
-            for (_, r) in ready {
+            wmax = wmax.max(wm);
+            // Every record before the watermark leaves the buffer, in order. Applying
+            // never adds to the buffer (chained records are applied inline).
+            while sh.pending[c].first_key().is_some_and(|k| k.t < wm) {
+                let Some((_, r)) = sh.pending[c].pop_first() else {
+                    break;
+                };
                 sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + r.ev.raw.len());
                 self.apply(sh, r, false, wm, out);
             }
+            sh.pending[c].trim();
         }
-        let every = self.sweep_every();
+        let every = self.sweep_every;
         if wmax != i64::MIN
             && (sh.swept_at == i64::MIN || wmax >= sh.swept_at.saturating_add(every))
         {
@@ -1075,7 +1100,7 @@ impl Correlator {
         let mut released = 0u64;
         while sh.bytes > cap {
             let oldest = (0..sh.pending.len())
-                .filter_map(|c| sh.pending[c].first_key_value().map(|(k, _)| (k.t, c)))
+                .filter_map(|c| sh.pending[c].first_key().map(|k| (k.t, c)))
                 .min();
             let Some((_, c)) = oldest else { break };
             let Some((_, r)) = sh.pending[c].pop_first() else {
@@ -1093,10 +1118,8 @@ impl Correlator {
         }
     }
 
-    fn sweep_every(&self) -> i64 {
-        let min_span = self
-            .plan
-            .corrs
+    fn sweep_every(corrs: &[Compiled]) -> i64 {
+        let min_span = corrs
             .iter()
             .map(|c| if c.span > 0 { c.span } else { c.history })
             .filter(|s| *s > 0)
@@ -1281,46 +1304,42 @@ impl Correlator {
             return;
         }
         let span = c.span;
-        if !sh.groups[corr].contains_key(&rec.key) {
-            if late && rec.t <= wm.saturating_sub(span) {
-                m.count(
-                    "audithawk_correlation_late_total",
-                    &[("rule", id), ("outcome", "too_late")],
-                    1,
-                );
-                return;
-            }
-            self.make_room(sh, corr);
-            let g = Group::new(c.shape, span, rec.t, rec.cluster);
-            sh.bytes += GROUP_SLOT_BYTES + g.heap_bytes();
-            sh.groups[corr].insert(rec.key, g);
-        } else if !late {
-            // In order: a window that the new event has left behind is decided (tumbling)
-            // or simply restarted.
-            let stale = sh.groups[corr]
-                .get(&rec.key)
-                .is_some_and(|g| g.expired(rec.t, span));
-            if stale {
-                if let Some(mut g) = sh.groups[corr].remove(&rec.key) {
-                    sh.bytes = sh.bytes.saturating_sub(GROUP_SLOT_BYTES + g.heap_bytes());
-                    let last = match &g.st {
-                        GroupState::Tumbling(tw) => tw.last.clone(),
-                        _ => None,
-                    };
-                    let distinct = matches!(c.def.kind, CorrelationKind::ValueCount { .. });
-                    if let (Some(f), Some(ev)) =
-                        (g.close(rec.t, span, &c.def.condition, distinct), last)
-                    {
-                        self.fire(sh, corr, rec.pos as usize, rec.key, &ev, f, out);
+        // One table lookup on the common path: the group exists and the record belongs to
+        // its current window.
+        let g: &mut Group = match sh.groups[corr].get_mut(&rec.key) {
+            Some(g) if late || !g.expired(rec.t, span) => g,
+            cur => {
+                if cur.is_some() {
+                    // In order: a window that the new event has left behind is decided
+                    // (tumbling) or simply restarted.
+                    if let Some(mut g) = sh.groups[corr].remove(&rec.key) {
+                        sh.bytes = sh.bytes.saturating_sub(GROUP_SLOT_BYTES + g.heap_bytes());
+                        let last = match &g.st {
+                            GroupState::Tumbling(tw) => tw.last.clone(),
+                            _ => None,
+                        };
+                        let distinct = matches!(c.def.kind, CorrelationKind::ValueCount { .. });
+                        if let (Some(f), Some(ev)) =
+                            (g.close(rec.t, span, &c.def.condition, distinct), last)
+                        {
+                            self.fire(sh, corr, rec.pos as usize, rec.key, &ev, f, out);
+                        }
                     }
+                } else {
+                    if late && rec.t <= wm.saturating_sub(span) {
+                        m.count(
+                            "audithawk_correlation_late_total",
+                            &[("rule", id), ("outcome", "too_late")],
+                            1,
+                        );
+                        return;
+                    }
+                    self.make_room(sh, corr);
                 }
                 let g = Group::new(c.shape, span, rec.t, rec.cluster);
                 sh.bytes += GROUP_SLOT_BYTES + g.heap_bytes();
-                sh.groups[corr].insert(rec.key, g);
+                sh.groups[corr].entry(rec.key).insert_entry(g).into_mut()
             }
-        }
-        let Some(g) = sh.groups[corr].get_mut(&rec.key) else {
-            return;
         };
         let before = g.heap_bytes();
         let outcome = g.apply(
@@ -1423,7 +1442,8 @@ impl Correlator {
                 ev,
                 &mut recs,
             );
-            for r in recs {
+            // Chained correlations share one shard per cluster: this one.
+            for (_, r) in recs {
                 let wm = self.clocks.watermark(cid, self.lateness);
                 self.apply(sh, r, false, wm, out);
             }
@@ -1570,7 +1590,7 @@ impl Correlator {
     fn drain_all(&self, out: &mut Vec<Alert>) {
         for s in self.shards.iter() {
             let mut sh = s.lock();
-            self.drain(&mut sh, out);
+            self.drain(&mut sh, None, out);
         }
     }
 
@@ -1650,7 +1670,11 @@ impl Correlator {
             let sh = s.lock();
             st.groups += sh.groups.iter().map(HashMap::len).sum::<usize>();
             st.tuples += sh.terms.iter().map(|t| t.seen.len()).sum::<usize>();
-            st.pending += sh.pending.iter().map(BTreeMap::len).sum::<usize>();
+            st.pending += sh
+                .pending
+                .iter()
+                .map(super::state::Pending::len)
+                .sum::<usize>();
             st.bytes += sh.bytes;
         }
         st
@@ -1812,8 +1836,12 @@ impl Correlator {
                 let mut sh = self.shards[s].lock();
                 sh.bytes += RECORD_BYTES + r.ev.raw.len();
                 let k = Self::pkey(&r);
-                sh.pending_mut(cid).insert(k, r);
-                st.pending += 1;
+                match sh.pending_mut(cid).insert(k, r) {
+                    Some(old) => {
+                        sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + old.ev.raw.len());
+                    }
+                    None => st.pending += 1,
+                }
             }
         }
         Ok(st)

@@ -83,9 +83,24 @@ fn push_recent(v: &mut Vec<Hit>, h: Hit, cap: usize) -> bool {
         // the default growth would reserve four at once.
         v.reserve_exact((cap - v.len()).min(v.len().max(1)));
     }
-    let pos = v.partition_point(|x| x.t <= h.t);
+    // Nearly always the newest: append without searching.
+    let pos = if v.last().is_none_or(|l| l.t <= h.t) {
+        v.len()
+    } else {
+        v.partition_point(|x| x.t <= h.t)
+    };
     v.insert(pos, h);
     true
+}
+
+/// Index of the first hit after `window_start` in `v` (sorted by time): usually the first,
+/// found without a search (nor touching the rest of a long ring).
+fn first_in_window(v: &[Hit], window_start: i64) -> usize {
+    if v.first().is_none_or(|f| f.t > window_start) {
+        0
+    } else {
+        v.partition_point(|h| h.t <= window_start)
+    }
 }
 
 /// Sub-bucketed counters for large `event_count` thresholds.
@@ -96,7 +111,9 @@ pub struct Buckets {
     /// Index (time / width) of the newest bucket.
     pub newest: i64,
     /// Counters, slot `index % BUCKETS`.
-    pub counts: Vec<u32>,
+    /// Inline rather than a `Vec`: one pointer fewer to follow per update (the same
+    /// JSON array in a snapshot).
+    pub counts: [u32; BUCKETS],
     /// Most recent contributing events.
     pub hits: Vec<Hit>,
 }
@@ -107,7 +124,7 @@ impl Buckets {
             // BUCKETS - 1 full buckets cover the span, the current partial one fits the last slot.
             width: (span / (BUCKETS as i64 - 1)).max(1),
             newest: i64::MIN,
-            counts: vec![0; BUCKETS],
+            counts: [0; BUCKETS],
             hits: Vec::new(),
         }
     }
@@ -160,11 +177,59 @@ pub struct Tumbling {
     pub last: Option<Arc<super::correlate::EvRef>>,
 }
 
+/// A counted value and its hash. Looking a value up in a group's set compares the hashes
+/// kept inline, rather than following the pointer of every value held (a cache miss each
+/// on a large state). Serialised as the plain string.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    hash: u64,
+    text: Box<str>,
+}
+
+impl Counted {
+    /// Wraps a value.
+    pub fn new(text: &str) -> Counted {
+        Counted {
+            hash: xxhash_rust::xxh3::xxh3_64(text.as_bytes()),
+            text: text.into(),
+        }
+    }
+
+    /// Whether this is `text`, whose hash is `hash`.
+    fn is(&self, hash: u64, text: &str) -> bool {
+        self.hash == hash && &*self.text == text
+    }
+
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Counted {
+    fn eq(&self, other: &Counted) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Serialize for Counted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Counted, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(Counted::new(&text))
+    }
+}
+
 /// Bounded distinct set for lower-bounded `value_count`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Distinct {
     /// (value, last time seen), at most the threshold many, most recent kept.
-    pub values: Vec<(Box<str>, i64)>,
+    pub values: Vec<(Counted, i64)>,
     /// Most recent contributing events.
     pub hits: Vec<Hit>,
     /// Events applied since the group started (some may have left the window since).
@@ -193,9 +258,10 @@ pub enum GroupState {
     /// Lower-bounded value_count.
     Distinct(Box<Distinct>),
     /// temporal: last hit per referenced rule position.
-    Temporal(Box<Vec<Option<Hit>>>),
+    /// (A `Vec`, not boxed: it fits the enum, and a box is one more pointer to follow.)
+    Temporal(Vec<Option<Hit>>),
     /// temporal_ordered: best chain per prefix length.
-    Ordered(Box<Vec<Option<Chain>>>),
+    Ordered(Vec<Option<Chain>>),
 }
 
 /// A group: its state, the newest event time applied, and its cluster.
@@ -289,8 +355,8 @@ impl Group {
                 hits: Vec::new(),
                 seen: 0,
             })),
-            Shape::Temporal { n } => GroupState::Temporal(Box::new(vec![None; n])),
-            Shape::Ordered { n } => GroupState::Ordered(Box::new(vec![None; n])),
+            Shape::Temporal { n } => GroupState::Temporal(vec![None; n]),
+            Shape::Ordered { n } => GroupState::Ordered(vec![None; n]),
         };
         Group {
             last: t,
@@ -305,9 +371,7 @@ impl Group {
         let hits = |v: &Vec<Hit>| v.capacity() * std::mem::size_of::<Hit>();
         match &self.st {
             GroupState::Ring(v) => hits(v),
-            GroupState::Buckets(b) => {
-                std::mem::size_of::<Buckets>() + b.counts.capacity() * 4 + hits(&b.hits)
-            }
+            GroupState::Buckets(b) => std::mem::size_of::<Buckets>() + hits(&b.hits),
             GroupState::Tumbling(w) => {
                 std::mem::size_of::<Tumbling>()
                     + w.values.capacity() * 40
@@ -316,7 +380,7 @@ impl Group {
             }
             GroupState::Distinct(d) => {
                 std::mem::size_of::<Distinct>()
-                    + d.values.capacity() * (std::mem::size_of::<(Box<str>, i64)>() + 24)
+                    + d.values.capacity() * (std::mem::size_of::<(Counted, i64)>() + 24)
                     + hits(&d.hits)
             }
             GroupState::Temporal(v) => v.len() * std::mem::size_of::<Option<Hit>>(),
@@ -394,7 +458,7 @@ impl Group {
                 if !push_recent(v, hit, keep) {
                     return Outcome::TooOld;
                 }
-                let count = v.iter().filter(|h| h.t > window_start).count() as u64;
+                let count = (v.len() - first_in_window(v, window_start)) as u64;
                 if count >= cond.min_count() && cond.holds(count) {
                     let inwin: Vec<Hit> =
                         v.iter().filter(|h| h.t > window_start).cloned().collect();
@@ -457,14 +521,21 @@ impl Group {
                     return Outcome::Quiet;
                 };
                 d.seen += 1;
-                match d.values.iter_mut().find(|(x, _)| &**x == v) {
+                let vh = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+                match d.values.iter_mut().find(|(x, _)| x.is(vh, v)) {
                     Some(e) => e.1 = e.1.max(t),
                     None => {
                         if d.values.len() == d.values.capacity() {
                             let grow = (cap + 1 - d.values.len()).min(d.values.len().max(1));
                             d.values.reserve_exact(grow);
                         }
-                        d.values.push((v.into(), t));
+                        d.values.push((
+                            Counted {
+                                hash: vh,
+                                text: v.into(),
+                            },
+                            t,
+                        ));
                         if d.values.len() > cap {
                             // Drop the least recently seen value: if `cap` distinct values are
                             // in the window, they are the `cap` most recent ones.
@@ -477,15 +548,14 @@ impl Group {
                     }
                 }
                 push_recent(&mut d.hits, hit, ids_cap);
-                let inwin: Vec<&(Box<str>, i64)> = d
-                    .values
-                    .iter()
-                    .filter(|(_, lt)| *lt > window_start)
-                    .collect();
-                let count = inwin.len() as u64;
+                let count = d.values.iter().filter(|(_, lt)| *lt > window_start).count() as u64;
                 if cond.holds(count) {
-                    let mut vals: Vec<(String, i64)> =
-                        inwin.iter().map(|(v, lt)| (v.to_string(), *lt)).collect();
+                    let mut vals: Vec<(String, i64)> = d
+                        .values
+                        .iter()
+                        .filter(|(_, lt)| *lt > window_start)
+                        .map(|(v, lt)| (v.as_str().to_string(), *lt))
+                        .collect();
                     vals.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
                     let hits: Vec<Hit> = d
                         .hits
