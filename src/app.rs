@@ -67,14 +67,12 @@ pub async fn shutdown_signal() {
     tracing::info!("Shutdown signal received; draining.");
 }
 
-/// Starts the pipeline with the configured sinks.
-pub async fn start_pipeline(
+/// One router per configured sink, so that a reload can keep the sinks whose settings did
+/// not change (crate::reload).
+async fn build_routers(
     cfg: &Config,
-    engine: Arc<Engine>,
     metrics: &Arc<Metrics>,
-) -> Result<(Pipeline, PipelineHandle), AppError> {
-    // One router per sink, so that a reload can keep the sinks whose settings did not
-    // change (crate::reload).
+) -> Result<Vec<crate::sinks::Router>, AppError> {
     let mut routers = Vec::with_capacity(cfg.sinks.len());
     for (i, s) in cfg.sinks.iter().enumerate() {
         let r = crate::sinks::config::build_router(
@@ -86,6 +84,16 @@ pub async fn start_pipeline(
         .map_err(|e| AppError::Other(format!("sinks[{i}]: {e}")))?;
         routers.push(r);
     }
+    Ok(routers)
+}
+
+/// Starts the pipeline with the configured sinks.
+pub async fn start_pipeline(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    metrics: &Arc<Metrics>,
+) -> Result<(Pipeline, PipelineHandle), AppError> {
+    let routers = build_routers(cfg, metrics).await?;
     let forwarder =
         crate::sinks::raw::RawForwarder::start(&cfg.raw_forwarding, metrics.clone(), &cfg.data_dir)
             .await
@@ -402,24 +410,17 @@ pub async fn detect_kafka(
     crate::kafka::ensure_topics(&cfg.kafka)
         .await
         .map_err(|e| AppError::Other(e.to_string()))?;
-    let mut routers = Vec::with_capacity(cfg.sinks.len());
-    for (i, s) in cfg.sinks.iter().enumerate() {
+    for s in &cfg.sinks {
         if matches!(
             s.delivery().buffer,
             crate::sinks::config::BufferConfig::Memory { .. }
         ) {
             tracing::warn!(sink = %s.name(), "Offsets are committed once alerts are in a sink's queue; this sink's queue is in memory, so a detector crash can lose the alerts it holds. Use `delivery.buffer.type: disk`.");
         }
-        let r = crate::sinks::config::build_router(
-            std::slice::from_ref(s),
-            metrics.clone(),
-            &cfg.data_dir,
-        )
-        .await
-        .map_err(|e| AppError::Other(format!("sinks[{i}]: {e}")))?;
-        routers.push(r);
     }
-    let router = Arc::new(crate::pipeline::RouterSlot::new(routers));
+    let router = Arc::new(crate::pipeline::RouterSlot::new(
+        build_routers(cfg, &metrics).await?,
+    ));
     let detector =
         crate::kafka::detect::Detector::start(&cfg.kafka, engine, router.clone(), metrics)
             .map_err(|e| AppError::Other(e.to_string()))?;

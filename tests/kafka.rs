@@ -5,8 +5,8 @@
 //! sink delivers and retries.
 //!
 //! With `AUDITHAWK_KAFKA_BROKERS=host:port` set, `real_broker_round_trip` runs the two tiers
-//! against that broker (Tansu: `cargo install tansu && tansu broker --storage-engine
-//! memory://tansu/`; docs/scale-out.md), and skips otherwise.
+//! against that broker (Tansu: `cargo install tansu --features dynostore && tansu broker
+//! --storage-engine memory://tansu/`; docs/scale-out.md), and skips otherwise.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -78,7 +78,14 @@ fn event_list(items: &[serde_json::Value]) -> String {
         .to_string()
 }
 
-fn base_yaml(brokers: &str, dir: &Path, extra: &str) -> String {
+/// The test configuration; `kafka_extra` (indented lines of the `kafka:` section) replaces
+/// the default `create_topics: false` (the mock cluster's topics are made by `cluster`).
+fn base_yaml(brokers: &str, dir: &Path, kafka_extra: &str, extra: &str) -> String {
+    let kafka_extra = if kafka_extra.is_empty() {
+        "  create_topics: false\n"
+    } else {
+        kafka_extra
+    };
     format!(
         r#"
 serve:
@@ -88,8 +95,7 @@ data_dir: {data}
 shutdown_timeout: 10s
 kafka:
   brokers: "{brokers}"
-  create_topics: false
-  ack_timeout: 1500ms
+{kafka_extra}  ack_timeout: 1500ms
   commit_interval: 100ms
   snapshot_interval: 150ms
   properties:
@@ -219,7 +225,7 @@ async fn ingest_answers_200_only_after_the_brokers_acknowledged_keyed_and_redact
     let mc = cluster(4);
     let brokers = mc.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), ""), "t.yaml").unwrap();
+    let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
     let (url, stop, task, metrics) = start_ingest(&cfg).await;
 
     let mut items = Vec::new();
@@ -271,7 +277,7 @@ async fn ingest_answers_429_with_retry_after_while_the_brokers_are_down() {
     let mc = cluster(2);
     let brokers = mc.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), ""), "t.yaml").unwrap();
+    let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
     let (url, stop, task, metrics) = start_ingest(&cfg).await;
     let client = reqwest::Client::new();
     let post = |n: usize| {
@@ -369,15 +375,24 @@ struct Det {
     alerts: std::path::PathBuf,
 }
 
-async fn start_detector(brokers: &str, dir: &Path, name: &str, rules: &Path) -> Det {
+async fn start_detector(
+    brokers: &str,
+    kafka_extra: &str,
+    dir: &Path,
+    name: &str,
+    rules: &Path,
+) -> Det {
     let alerts = dir.join(format!("{name}.jsonl"));
     let extra = format!(
         "rules: {{builtin: false, dirs: [{}]}}\nstate: {{allowed_lateness: 1s}}\nsinks:\n  - type: file\n    path: {}\n    delivery: {{batch_timeout_ms: 10}}\n",
         rules.display(),
         alerts.display()
     );
-    let mut cfg =
-        Config::from_yaml(&base_yaml(brokers, &dir.join(name), &extra), "t.yaml").unwrap();
+    let mut cfg = Config::from_yaml(
+        &base_yaml(brokers, &dir.join(name), kafka_extra, &extra),
+        "t.yaml",
+    )
+    .unwrap();
     cfg.state.state_dir = None;
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build_engine(&cfg, &RuleArgs::default(), &metrics).unwrap());
@@ -428,7 +443,7 @@ async fn killing_a_detector_mid_sweep_still_gives_exactly_one_alert() {
     let rules = dir.path().join("rules");
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(rules.join("sweep.yml"), SWEEP_RULES).unwrap();
-    let ingest_cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), ""), "t.yaml").unwrap();
+    let ingest_cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
     let (url, stop_ingest, ingest, _) = start_ingest(&ingest_cfg).await;
     let client = reqwest::Client::new();
     let mut n = 0usize;
@@ -467,7 +482,7 @@ async fn killing_a_detector_mid_sweep_still_gives_exactly_one_alert() {
     };
 
     // Detector A alone takes every partition and sees the first 4 namespaces.
-    let a = start_detector(&brokers, dir.path(), "a", &rules).await;
+    let a = start_detector(&brokers, "", dir.path(), "a", &rules).await;
     let mut owned = a.control.owned();
     tokio::time::timeout(Duration::from_secs(30), owned.wait_for(|o| *o == all()))
         .await
@@ -476,7 +491,7 @@ async fn killing_a_detector_mid_sweep_still_gives_exactly_one_alert() {
     send(0..4).await;
 
     // B joins: A hands every partition over (commit + snapshot), then they share.
-    let b = start_detector(&brokers, dir.path(), "b", &rules).await;
+    let b = start_detector(&brokers, "", dir.path(), "b", &rules).await;
     let mut owned_b = b.control.owned();
     tokio::time::timeout(Duration::from_secs(30), owned_b.wait_for(|o| !o.is_empty()))
         .await
@@ -635,14 +650,10 @@ async fn real_broker_round_trip() {
     std::fs::write(rules.join("sweep.yml"), SWEEP_RULES).unwrap();
     // Unique topics and group per run, created by the tiers themselves.
     let run = format!("{:x}", fastrand::u64(..));
-    let extra = format!(
-        "  events_topic: it-{run}-events\n  state_topic: it-{run}-state\n  group_id: it-{run}\n"
+    let kafka_extra = format!(
+        "  events_topic: it-{run}-events\n  state_topic: it-{run}-state\n  group_id: it-{run}\n  create_topics: true\n  partitions: 2\n  replication: 1\n"
     );
-    let yaml = base_yaml(&brokers, dir.path(), "").replace(
-        "create_topics: false",
-        "create_topics: true\n  partitions: 2\n  replication: 1",
-    ) + "";
-    let yaml = yaml.replace("kafka:\n", &format!("kafka:\n{extra}"));
+    let yaml = base_yaml(&brokers, dir.path(), &kafka_extra, "");
     let cfg = Config::from_yaml(&yaml, "t.yaml").unwrap();
     let (url, stop, task, _) = start_ingest(&cfg).await;
     let items: Vec<_> = (0..12)
@@ -656,42 +667,17 @@ async fn real_broker_round_trip() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let det_yaml = yaml.clone()
-        + &format!(
-            "rules: {{builtin: false, dirs: [{}]}}\nsinks:\n  - type: file\n    path: {}\n    delivery: {{batch_timeout_ms: 10}}\n",
-            rules.display(),
-            dir.path().join("alerts.jsonl").display()
-        );
-    let dcfg = Config::from_yaml(&det_yaml, "t.yaml").unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(build_engine(&dcfg, &RuleArgs::default(), &metrics).unwrap());
-    let (dstop_tx, dstop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ctl_tx, ctl_rx) = tokio::sync::oneshot::channel();
-    let det = tokio::spawn(async move {
-        app::detect_kafka(
-            &dcfg,
-            engine,
-            metrics,
-            async move {
-                let _ = dstop_rx.await;
-            },
-            Some(ctl_tx),
-        )
-        .await
-        .unwrap();
-    });
-    let ctl = ctl_rx.await.unwrap();
-    until(
-        "the detector evaluated all 12",
-        Duration::from_secs(60),
-        || ctl.positions().values().sum::<i64>() >= 12,
-    )
+    let mut det = start_detector(&brokers, &kafka_extra, dir.path(), "det", &rules).await;
+    until("the sweep alert", Duration::from_secs(60), || {
+        det.control.positions().values().sum::<i64>() >= 12
+            && !sweep_alerts(&[&det.alerts]).is_empty()
+    })
     .await;
-    let _ = dstop_tx.send(());
-    det.await.unwrap();
+    let _ = det.stop.take().unwrap().send(());
+    det.task.await.unwrap();
     let _ = stop.send(());
     task.await.unwrap();
-    assert_eq!(sweep_alerts(&[&dir.path().join("alerts.jsonl")]).len(), 1);
+    assert_eq!(sweep_alerts(&[&det.alerts]).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,7 +696,7 @@ async fn tail_forwards_lines_and_checkpoints_after_the_acknowledgement() {
         log.display(),
         checkpoint.display()
     );
-    let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), &extra), "t.yaml").unwrap();
+    let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", &extra), "t.yaml").unwrap();
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build_engine(&cfg, &RuleArgs::default(), &metrics).unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

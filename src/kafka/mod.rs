@@ -278,6 +278,23 @@ impl PartitionKey {
     }
 }
 
+/// Whether the brokers will never take a message that failed with `code` (too large,
+/// malformed, not authorised): retrying cannot help.
+pub fn refused_for_good(code: Option<rdkafka::types::RDKafkaErrorCode>) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessage
+                | C::InvalidMessageSize
+                | C::InvalidRecord
+                | C::MessageBatchTooLarge
+                | C::TopicAuthorizationFailed
+        )
+    )
+}
+
 /// Why a Kafka client could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {

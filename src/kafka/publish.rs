@@ -175,18 +175,18 @@ impl EventPublisher {
         for (i, f) in pending {
             match f.await {
                 Ok(Ok(_)) => out.acked += 1,
-                Ok(Err((e, _))) => match classify(&e) {
-                    Failure::Retry => {
-                        if matches!(
-                            e.rdkafka_error_code(),
-                            Some(RDKafkaErrorCode::MessageTimedOut)
-                        ) {
-                            self.down.store(true, Ordering::Release);
-                        }
-                        unavailable.get_or_insert_with(|| e.to_string());
+                Ok(Err((e, _))) if super::refused_for_good(e.rdkafka_error_code()) => {
+                    out.refused.push((i, e.to_string()))
+                }
+                Ok(Err((e, _))) => {
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::MessageTimedOut)
+                    ) {
+                        self.down.store(true, Ordering::Release);
                     }
-                    Failure::Refused => out.refused.push((i, e.to_string())),
-                },
+                    unavailable.get_or_insert_with(|| e.to_string());
+                }
                 Err(_) => {
                     unavailable.get_or_insert_with(|| "the producer was closed".to_string());
                 }
@@ -220,27 +220,6 @@ impl EventPublisher {
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(deadline)).is_ok())
             .await
             .unwrap_or(false)
-    }
-}
-
-/// Whether a failed delivery may succeed later.
-enum Failure {
-    Retry,
-    Refused,
-}
-
-fn classify(e: &KafkaError) -> Failure {
-    use RDKafkaErrorCode as C;
-    match e.rdkafka_error_code() {
-        Some(
-            C::MessageSizeTooLarge
-            | C::InvalidMessage
-            | C::InvalidMessageSize
-            | C::InvalidRecord
-            | C::TopicAuthorizationFailed
-            | C::MessageBatchTooLarge,
-        ) => Failure::Refused,
-        _ => Failure::Retry,
     }
 }
 

@@ -123,21 +123,6 @@ impl KafkaSink {
     }
 }
 
-/// Whether the brokers will never take this message.
-fn refused_for_good(code: Option<RDKafkaErrorCode>) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        code,
-        Some(
-            C::MessageSizeTooLarge
-                | C::InvalidMessage
-                | C::InvalidMessageSize
-                | C::InvalidRecord
-                | C::TopicAuthorizationFailed
-        )
-    )
-}
-
 impl Sink for KafkaSink {
     fn name(&self) -> &str {
         &self.name
@@ -179,7 +164,7 @@ impl Sink for KafkaSink {
             for (i, f) in pending {
                 match f.await {
                     Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) if refused_for_good(e.rdkafka_error_code()) => {
+                    Ok(Err((e, _))) if crate::kafka::refused_for_good(e.rdkafka_error_code()) => {
                         rejected.push((i, format!("kafka refused the alert: {e}")))
                     }
                     Ok(Err((e, _))) => {
