@@ -107,6 +107,52 @@ kafka:
     )
 }
 
+/// A running ingest tier: its URL (serve only) and stop signal.
+struct Ingest {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs `serve --forward-to kafka`, or `tail --forward-to kafka` when `tail`.
+async fn start_forwarder(cfg: &Config, tail: bool) -> Ingest {
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build_engine(cfg, &RuleArgs::default(), &metrics).unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let task = {
+        let cfg = cfg.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.await;
+            };
+            let opts = RunOptions {
+                bound: Some(bound_tx),
+                forward_to_kafka: true,
+                ..Default::default()
+            };
+            if tail {
+                app::tail_with(&cfg, engine, metrics, shutdown, opts).await
+            } else {
+                app::serve_with(&cfg, engine, metrics, shutdown, opts).await
+            }
+            .unwrap();
+        })
+    };
+    let url = match tail {
+        true => String::new(),
+        false => format!("http://{}/audit", bound_rx.await.unwrap()),
+    };
+    Ingest {
+        url,
+        stop: stop_tx,
+        task,
+        metrics,
+    }
+}
+
 /// Runs `serve --forward-to kafka`; returns its URL and stop signal.
 async fn start_ingest(
     cfg: &Config,
@@ -116,33 +162,8 @@ async fn start_ingest(
     tokio::task::JoinHandle<()>,
     Arc<Metrics>,
 ) {
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(build_engine(cfg, &RuleArgs::default(), &metrics).unwrap());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let task = {
-        let cfg = cfg.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            app::serve_with(
-                &cfg,
-                engine,
-                metrics,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                RunOptions {
-                    bound: Some(bound_tx),
-                    forward_to_kafka: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        })
-    };
-    let addr = bound_rx.await.unwrap();
-    (format!("http://{addr}/audit"), stop_tx, task, metrics)
+    let i = start_forwarder(cfg, false).await;
+    (i.url, i.stop, i.task, i.metrics)
 }
 
 /// Every message of `topic` now (no waiting for more): (partition, key, headers, payload).
@@ -697,34 +718,13 @@ async fn tail_forwards_lines_and_checkpoints_after_the_acknowledgement() {
         checkpoint.display()
     );
     let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", &extra), "t.yaml").unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(build_engine(&cfg, &RuleArgs::default(), &metrics).unwrap());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = {
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            app::tail_with(
-                &cfg,
-                engine,
-                metrics,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                RunOptions {
-                    forward_to_kafka: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        })
-    };
+    let ingest = start_forwarder(&cfg, true).await;
     until("three lines in the topic", Duration::from_secs(30), || {
         acked(&brokers, EVENTS) == 3
     })
     .await;
-    let _ = stop_tx.send(());
-    task.await.unwrap();
+    let _ = ingest.stop.send(());
+    ingest.task.await.unwrap();
     let msgs = read_all(&brokers, EVENTS);
     assert_eq!(msgs.len(), 3);
     for (_, key, headers, payload) in &msgs {
