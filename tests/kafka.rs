@@ -166,8 +166,11 @@ async fn start_ingest(
     (i.url, i.stop, i.task, i.metrics)
 }
 
-/// Every message of `topic` now (no waiting for more): (partition, key, headers, payload).
-fn read_all(brokers: &str, topic: &str) -> Vec<(i32, String, Vec<(String, String)>, String)> {
+/// One consumed message: (partition, key, headers, payload).
+type Msg = (i32, String, Vec<(String, String)>, String);
+
+/// Every message of `topic` now (no waiting for more).
+fn read_all(brokers: &str, topic: &str) -> Vec<Msg> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "test-reader")
