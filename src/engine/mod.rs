@@ -120,14 +120,19 @@ impl Engine {
         .with_falco(falco)
     }
 
+    /// How many recent events the de-duplication set remembers.
+    pub fn dedup_capacity(&self) -> usize {
+        self.dedup.capacity()
+    }
+
     /// An engine with the same rules and empty state of its own: a new de-duplication set
-    /// of the same size and a fresh correlator. Kafka detectors keep one per partition, so
-    /// that a partition's state can move to another process on its own.
-    pub fn partitioned(&self) -> Engine {
+    /// remembering `dedup_capacity` events and a fresh correlator. Kafka detectors keep one
+    /// per partition, so that a partition's state can move to another process on its own.
+    pub fn partitioned(&self, dedup_capacity: usize) -> Engine {
         Engine {
             rules: self.rules.clone(),
             falco: self.falco.clone(),
-            dedup: Arc::new(Dedup::new(self.dedup.capacity())),
+            dedup: Arc::new(Dedup::new(dedup_capacity)),
             stage_mask: self.stage_mask,
             metrics: self.metrics.clone(),
             correlator: self.correlator.as_ref().map(|c| Arc::new(c.fresh())),

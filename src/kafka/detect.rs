@@ -154,9 +154,18 @@ impl Shared {
         } else {
             HashMap::new()
         };
+        // The configured de-duplication capacity is shared out over the partitions taken
+        // together, so that memory stays what one process would use while each partition
+        // still remembers the same span of time (a re-sent batch lands in one partition).
+        let cap = self.template.dedup_capacity();
+        let per_part = if cap == 0 {
+            0
+        } else {
+            (cap / parts.len().max(1)).max(1000)
+        };
         let mut map = self.parts.lock();
         for p in parts {
-            let engine = self.template.partitioned();
+            let engine = self.template.partitioned(per_part);
             let c = committed_of(p);
             let mut manifest = None;
             let (start, replay_until) = match snaps.remove(&p) {
@@ -371,6 +380,13 @@ impl Detector {
         router: Arc<RouterSlot>,
         metrics: Arc<Metrics>,
     ) -> Result<Detector, KafkaSetupError> {
+        if let Some(path) = template.correlator().and_then(|c| c.snapshot_path()) {
+            // Every partition's correlator would write the same file.
+            return Err(KafkaSetupError::Engine(format!(
+                "it was built with `state.state_dir` ({}); detectors keep state in the state topic, so build it without one",
+                path.display()
+            )));
+        }
         warn_split_correlations(cfg, &template);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),

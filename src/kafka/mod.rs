@@ -301,6 +301,9 @@ pub enum KafkaSetupError {
     /// librdkafka refused the settings (unknown property, bad value).
     #[error("kafka client settings: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    /// The engine handed to a detector cannot keep per-partition state.
+    #[error("detector engine: {0}")]
+    Engine(String),
     /// A topic could not be created or checked.
     #[error("kafka topic {topic}: {message}")]
     Topic {
