@@ -79,10 +79,11 @@ fn event_list(items: &[serde_json::Value]) -> String {
 }
 
 /// The test configuration; `kafka_extra` (indented lines of the `kafka:` section) replaces
-/// the default `create_topics: false` (the mock cluster's topics are made by `cluster`).
+/// the defaults `create_topics: false` (the mock cluster's topics are made by `cluster`),
+/// `commit_interval: 100ms` and `snapshot_interval: 150ms`.
 fn base_yaml(brokers: &str, dir: &Path, kafka_extra: &str, extra: &str) -> String {
     let kafka_extra = if kafka_extra.is_empty() {
-        "  create_topics: false\n"
+        "  create_topics: false\n  commit_interval: 100ms\n  snapshot_interval: 150ms\n"
     } else {
         kafka_extra
     };
@@ -96,8 +97,6 @@ shutdown_timeout: 10s
 kafka:
   brokers: "{brokers}"
 {kafka_extra}  ack_timeout: 1500ms
-  commit_interval: 100ms
-  snapshot_interval: 150ms
   properties:
     session.timeout.ms: "6000"
     heartbeat.interval.ms: "300"
@@ -675,7 +674,7 @@ async fn real_broker_round_trip() {
     // Unique topics and group per run, created by the tiers themselves.
     let run = format!("{:x}", fastrand::u64(..));
     let kafka_extra = format!(
-        "  events_topic: it-{run}-events\n  state_topic: it-{run}-state\n  group_id: it-{run}\n  create_topics: true\n  partitions: 2\n  replication: 1\n"
+        "  events_topic: it-{run}-events\n  state_topic: it-{run}-state\n  group_id: it-{run}\n  create_topics: true\n  partitions: 2\n  replication: 1\n  commit_interval: 100ms\n  snapshot_interval: 150ms\n"
     );
     let yaml = base_yaml(&brokers, dir.path(), &kafka_extra, "");
     let cfg = Config::from_yaml(&yaml, "t.yaml").unwrap();
@@ -739,4 +738,89 @@ async fn tail_forwards_lines_and_checkpoints_after_the_acknowledgement() {
     let cp = std::fs::read_to_string(&checkpoint).unwrap();
     let len = std::fs::metadata(&log).unwrap().len();
     assert!(cp.contains(&format!("\"offset\":{len},")), "{cp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_commit_re_emits_the_same_alerts_rather_than_losing_them() {
+    let mc = cluster(2);
+    let brokers = mc.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    // The single-event rule alone, at high: every matching event alerts.
+    let single = SWEEP_RULES
+        .split("---")
+        .next()
+        .unwrap()
+        .replace("level: low", "level: high");
+    std::fs::write(rules.join("read.yml"), single).unwrap();
+    let ingest_cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
+    let ingest = start_forwarder(&ingest_cfg, false).await;
+    let items: Vec<_> = (0..6)
+        .map(|i| event(i, &format!("user{i}"), "get", "secrets", "prod"))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/prod", ingest.url))
+        .header("Content-Type", "application/json")
+        .body(event_list(&items))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Nothing is committed or snapshotted within the test: A's work is all in its sink.
+    let never = "  create_topics: false\n  commit_interval: 1h\n  snapshot_interval: 1h\n";
+    let ids = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let a = start_detector(&brokers, never, dir.path(), "a", &rules).await;
+    until("A delivered six alerts", Duration::from_secs(30), || {
+        ids(&a.alerts).len() == 6
+    })
+    .await;
+    a.control.crash();
+    a.task.abort();
+    let _ = a.task.await;
+
+    // B finds no commit: it reads the partitions again and alerts again, with the same ids.
+    let b = start_detector(&brokers, never, dir.path(), "b", &rules).await;
+    until("B delivered six alerts", Duration::from_secs(30), || {
+        ids(&b.alerts).len() == 6
+    })
+    .await;
+    assert_eq!(ids(&a.alerts), ids(&b.alerts));
+
+    // B stops gracefully and commits: C starts after the six and alerts on the new one only.
+    let mut b = b;
+    let _ = b.stop.take().unwrap().send(());
+    b.task.await.unwrap();
+    let c = start_detector(&brokers, never, dir.path(), "c", &rules).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/prod", ingest.url))
+        .header("Content-Type", "application/json")
+        .body(event_list(&[event(6, "user6", "get", "secrets", "prod")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    until(
+        "C evaluated the seventh event",
+        Duration::from_secs(30),
+        || c.control.positions().values().sum::<i64>() == 7 && !ids(&c.alerts).is_empty(),
+    )
+    .await;
+    assert_eq!(ids(&c.alerts).len(), 1);
+    let _ = ingest.stop.send(());
+    ingest.task.await.unwrap();
 }
