@@ -77,8 +77,13 @@ title: pair {i}\nid: pair-{i}\ncorrelation: {{type: temporal, rules: [base_{i}, 
 const BASE_US: i64 = 1_767_225_600_000_000;
 
 fn event(i: usize, users: usize, step_us: i64) -> String {
-    let u = i % users;
     let (verb, res) = VERBS[(i / users) % VERBS.len()];
+    event_with(i, users, step_us, verb, res)
+}
+
+/// Event `i` of user `i % users` with the given verb and resource.
+fn event_with(i: usize, users: usize, step_us: i64, verb: &str, res: &str) -> String {
+    let u = i % users;
     let ts = chrono::DateTime::from_timestamp_micros(BASE_US + i as i64 * step_us)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -257,6 +262,8 @@ fn main() {
     drop(corr);
     drop(events);
 
+    fanout_one(n_events, users, step_us, &cfg);
+
     // Bytes per live event_count group: one rule, one event per distinct user (UUID
     // auditIDs), measured with the counting allocator after the reorder buffer drained.
     let groups = if quick { 10_000 } else { 1_000_000 };
@@ -405,6 +412,113 @@ fn pipeline(bin: &std::path::Path, n_events: usize, users: usize, step_us: i64) 
             n_events as f64 / cb,
             (cb / bb - 1.0) * 100.0,
             (cm / bm - 1.0) * 100.0
+        );
+    }
+}
+
+/// The 30 (verb, resource) pairs of the fan-out-1 scenario.
+const VERBS30: [&str; 6] = ["get", "list", "create", "update", "patch", "delete"];
+const RES30: [&str; 5] = [
+    "secrets",
+    "pods",
+    "configmaps",
+    "rolebindings",
+    "deployments",
+];
+
+/// 30 base rules (one per verb and resource) and 30 correlations, one per base rule and 6
+/// of each kind; `generate: true` everywhere, so that the stateless and the stateful pass
+/// build exactly the same base-rule alerts and differ by the correlator alone. Windows are
+/// 30 minutes, so every group made during the run is still live at its end.
+fn fanout1_rules() -> String {
+    let mut t = String::new();
+    for (k, (v, r)) in VERBS30
+        .iter()
+        .flat_map(|v| RES30.iter().map(move |r| (v, r)))
+        .enumerate()
+    {
+        t += &format!(
+            "title: base {k}\nid: f1-base-{k}\nname: f1_base_{k}\nlevel: low\nlogsource: {{product: kubernetes, service: audit}}\ndetection:\n  s: {{verb: {v}, objectRef.resource: {r}}}\n  condition: s\n---\n"
+        );
+        let c = match k % 5 {
+            0 => "{type: event_count, rules: [BASE], group-by: [user.username], timespan: 30m, condition: {gte: 50}, generate: true}".to_string(),
+            1 => "{type: event_count, rules: [BASE], group-by: [user.username, objectRef.namespace], timespan: 30m, condition: {gte: 20}, generate: true}".to_string(),
+            2 => "{type: value_count, rules: [BASE], group-by: [user.username], timespan: 30m, condition: {field: objectRef.namespace, gte: 30}, generate: true}".to_string(),
+            3 => "{type: new_terms, rules: [BASE], fields: [user.username, userAgent], history: 7d, learning: 1d, generate: true}".to_string(),
+            _ => "{type: temporal, rules: [BASE, f1_rare], group-by: [user.username], timespan: 30m, generate: true}".to_string(),
+        };
+        t += &format!(
+            "title: corr {k}\nid: f1-corr-{k}\ncorrelation: {}\n---\n",
+            c.replace("BASE", &format!("f1_base_{k}"))
+        );
+    }
+    t += "title: rare\nid: f1-rare\nname: f1_rare\nlevel: high\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  s: {verb: escalate}\n  condition: s\n";
+    t
+}
+
+/// Event `i`: user `i % users`, and the pair `(i / users) % 30`, so each block of `users`
+/// events feeds one correlation for every user.
+fn fanout1_event(i: usize, users: usize, step_us: i64) -> String {
+    let k = (i / users) % 30;
+    event_with(i, users, step_us, VERBS30[k / 5], RES30[k % 5])
+}
+
+/// Fan-out 1: the scenario (30 correlation rules active, about 1,000,000 live
+/// group keys) with each event feeding exactly one correlation, as audit traffic does (a
+/// secret read feeds the sweep, a denial the probe); the main scenario above feeds five.
+fn fanout_one(n_events: usize, users: usize, step_us: i64, cfg: &StateConfig) {
+    let text = fanout1_rules();
+    let (rules, warnings) =
+        RuleSet::from_texts(&[("fanout1.yml", &text)], &[], false).expect("rules");
+    for w in warnings {
+        eprintln!("fan-out 1 rules: {}", w.message);
+    }
+    let corr = Correlator::new(&rules, cfg.clone()).expect("correlator");
+    assert_eq!(corr.len(), 30);
+    let events: Vec<String> = (0..n_events)
+        .map(|i| fanout1_event(i, users, step_us))
+        .collect();
+    let now = chrono::Utc::now();
+    let run = |stateful: bool| {
+        let mut hits = Vec::new();
+        let mut out: Vec<Alert> = Vec::new();
+        let mut n_alerts = 0usize;
+        let t0 = Span::start();
+        for e in &events {
+            let ev = AuditEvent::parse(e).expect("event");
+            hits.clear();
+            rules.evaluate(&ev, &mut hits);
+            for &h in &hits {
+                if !stateful || !corr.suppressed_generate(h) {
+                    out.push(Alert::new(&rules.rules()[h].meta, &ev, now));
+                }
+            }
+            if stateful {
+                corr.observe(&hits, &ev, &mut out);
+            }
+            n_alerts += out.len();
+            out.clear();
+        }
+        (t0.stop(), n_alerts)
+    };
+    let ((sl, sl_cpu), sl_alerts) = run(false);
+    let ((sf, sf_cpu), sf_alerts) = run(true);
+    let st = corr.stats();
+    println!(
+        "fan-out 1 (30 correlations, each event feeds one): stateless {:.0} events/s ({sl_alerts} alerts), stateful {:.0} events/s ({sf_alerts} alerts); {} live group keys at end",
+        n_events as f64 / sl.as_secs_f64(),
+        n_events as f64 / sf.as_secs_f64(),
+        st.groups + st.tuples
+    );
+    println!(
+        "fan-out 1 stateful cost: {:.1}% of stateless time added (throughput {:.1}% of stateless)",
+        (sf.as_secs_f64() / sl.as_secs_f64() - 1.0) * 100.0,
+        sl.as_secs_f64() / sf.as_secs_f64() * 100.0
+    );
+    if let (Some(a), Some(b)) = (sl_cpu, sf_cpu) {
+        println!(
+            "fan-out 1 on CPU time: {:.1}% added",
+            (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0
         );
     }
 }
