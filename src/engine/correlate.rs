@@ -1687,6 +1687,30 @@ impl Correlator {
             path: path.to_path_buf(),
             source,
         };
+        let file = self.snapshot_file();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        {
+            let f = std::fs::File::create(&tmp).map_err(io)?;
+            let mut w = std::io::BufWriter::new(f);
+            serde_json::to_writer(&mut w, &file).map_err(|e| io(std::io::Error::other(e)))?;
+            let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(self.stats())
+    }
+
+    /// The same snapshot as [`Correlator::snapshot`] writes, as JSON bytes (Kafka detectors
+    /// keep it in the state topic).
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        // Plain structs of numbers and strings: serialising into a Vec cannot fail.
+        serde_json::to_vec(&self.snapshot_file()).unwrap_or_default()
+    }
+
+    fn snapshot_file(&self) -> SnapshotFile {
         let clocks = self.clocks.all();
         let mut corrs: Vec<CorrSnap> = self
             .plan
@@ -1721,7 +1745,7 @@ impl Correlator {
                 }
             }
         }
-        let file = SnapshotFile {
+        SnapshotFile {
             version: SNAPSHOT_VERSION,
             written_at: Utc::now().to_rfc3339(),
             clusters: clocks
@@ -1733,20 +1757,7 @@ impl Correlator {
                 })
                 .collect(),
             correlations: corrs,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let tmp = path.with_extension("json.tmp");
-        {
-            let f = std::fs::File::create(&tmp).map_err(io)?;
-            let mut w = std::io::BufWriter::new(f);
-            serde_json::to_writer(&mut w, &file).map_err(|e| io(std::io::Error::other(e)))?;
-            let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(self.stats())
     }
 
     /// Restores state written by [`Correlator::snapshot`]. A missing file is an empty
@@ -1765,11 +1776,16 @@ impl Correlator {
                 })
             }
         };
-        let file: SnapshotFile =
-            serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        self.restore_bytes(&text, path)
+    }
+
+    /// Restores a snapshot held in memory (`origin` names it in errors).
+    pub fn restore_bytes(&self, text: &[u8], origin: &Path) -> Result<RestoreStats, StateError> {
+        let path = origin;
+        let file: SnapshotFile = serde_json::from_slice(text).map_err(|e| StateError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         if file.version != SNAPSHOT_VERSION {
             return Err(StateError::Corrupt {
                 path: path.to_path_buf(),

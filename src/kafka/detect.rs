@@ -235,11 +235,11 @@ impl Shared {
                 let _ = commit.add_partition_offset(&topic, p, Offset::Offset(part.next));
             }
             if part.dirty {
-                match snapshot_bytes(&part.engine).and_then(|b| {
-                    self.store
-                        .enqueue(p, part.next, &b, part.manifest.as_ref())
-                        .map_err(|e| e.to_string())
-                }) {
+                let state = snapshot_bytes(&part.engine);
+                match self
+                    .store
+                    .enqueue(p, part.next, &state, part.manifest.as_ref())
+                {
                     Ok(w) => writes.push(w),
                     Err(e) => {
                         tracing::error!(partition = p, error = %e, "Snapshot on revoke failed.")
@@ -267,17 +267,11 @@ impl Shared {
 }
 
 /// The correlator state of `engine` as snapshot JSON (empty when it has none).
-fn snapshot_bytes(engine: &Engine) -> Result<Vec<u8>, String> {
-    let Some(c) = engine.correlator() else {
-        return Ok(b"{}".to_vec());
-    };
-    let path = scratch_path();
-    let r = c
-        .snapshot(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|_| std::fs::read(&path).map_err(|e| e.to_string()));
-    let _ = std::fs::remove_file(&path);
-    r
+fn snapshot_bytes(engine: &Engine) -> Vec<u8> {
+    match engine.correlator() {
+        Some(c) => c.snapshot_bytes(),
+        None => b"{}".to_vec(),
+    }
 }
 
 /// Restores snapshot JSON into `engine`'s correlator.
@@ -285,20 +279,9 @@ fn restore(engine: &Engine, state: &[u8]) -> Result<(), String> {
     let Some(c) = engine.correlator() else {
         return Ok(());
     };
-    let path = scratch_path();
-    std::fs::write(&path, state).map_err(|e| e.to_string())?;
-    let r = c.restore(&path).map(|_| ()).map_err(|e| e.to_string());
-    let _ = std::fs::remove_file(&path);
-    r
-}
-
-/// A private scratch file for the correlator's file-based snapshot format.
-fn scratch_path() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "audithawk-partition-{}-{:016x}.json",
-        std::process::id(),
-        fastrand::u64(..)
-    ))
+    c.restore_bytes(state, std::path::Path::new("(state topic)"))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Controls a running detector.
@@ -591,12 +574,10 @@ async fn snapshot_all(shared: &Shared) {
             if !part.dirty {
                 continue;
             }
-            let r = snapshot_bytes(&part.engine).and_then(|b| {
-                shared
-                    .store
-                    .enqueue(*p, part.next, &b, part.manifest.as_ref())
-                    .map_err(|e| e.to_string())
-            });
+            let state = snapshot_bytes(&part.engine);
+            let r = shared
+                .store
+                .enqueue(*p, part.next, &state, part.manifest.as_ref());
             match r {
                 Ok(w) => {
                     part.dirty = false;
