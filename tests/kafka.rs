@@ -73,6 +73,26 @@ fn event(n: usize, user: &str, verb: &str, resource: &str, ns: &str) -> serde_js
     ev
 }
 
+/// POSTs `items` as one EventList, as the API server's webhook backend does.
+async fn post_events(url: &str, items: &[serde_json::Value]) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(event_list(items))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Waits (at most 30 s) until the partitions `d` owns satisfy `pred`.
+async fn wait_owned(d: &Det, what: &str, pred: impl FnMut(&Vec<i32>) -> bool) {
+    let mut owned = d.control.owned();
+    tokio::time::timeout(Duration::from_secs(30), owned.wait_for(pred))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting until {what}"))
+        .unwrap();
+}
+
 fn event_list(items: &[serde_json::Value]) -> String {
     serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items})
         .to_string()
@@ -256,14 +276,7 @@ async fn ingest_answers_200_only_after_the_brokers_acknowledged_keyed_and_redact
         let user = ["alice", "bob", "carol", "dave"][i % 4];
         items.push(event(i, user, "get", "secrets", &format!("ns{i}")));
     }
-    let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{url}/prod"))
-        .header("Content-Type", "application/json")
-        .body(event_list(&items))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_events(&format!("{url}/prod"), &items).await;
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["accepted"], 40);
@@ -302,19 +315,9 @@ async fn ingest_answers_429_with_retry_after_while_the_brokers_are_down() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
     let (url, stop, task, metrics) = start_ingest(&cfg).await;
-    let client = reqwest::Client::new();
     let post = |n: usize| {
-        let client = client.clone();
         let url = url.clone();
-        async move {
-            client
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .body(event_list(&[event(n, "alice", "list", "pods", "default")]))
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { post_events(&url, &[event(n, "alice", "list", "pods", "default")]).await }
     };
     assert_eq!(post(0).await.status(), 200);
 
@@ -468,7 +471,6 @@ async fn killing_a_detector_mid_sweep_still_gives_exactly_one_alert() {
     std::fs::write(rules.join("sweep.yml"), SWEEP_RULES).unwrap();
     let ingest_cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
     let (url, stop_ingest, ingest, _) = start_ingest(&ingest_cfg).await;
-    let client = reqwest::Client::new();
     let mut n = 0usize;
     // Sends sweep reads by mallory in namespaces `nss`, mixed with other users' reads.
     let mut send = |nss: std::ops::Range<usize>| {
@@ -485,16 +487,9 @@ async fn killing_a_detector_mid_sweep_still_gives_exactly_one_alert() {
             ));
             n += 1;
         }
-        let client = client.clone();
         let url = url.clone();
         async move {
-            let r = client
-                .post(format!("{url}/prod"))
-                .header("Content-Type", "application/json")
-                .body(event_list(&items))
-                .send()
-                .await
-                .unwrap();
+            let r = post_events(&format!("{url}/prod"), &items).await;
             assert_eq!(r.status(), 200);
         }
     };
@@ -506,28 +501,16 @@ async fn killing_a_detector_mid_sweep_still_gives_exactly_one_alert() {
 
     // Detector A alone takes every partition and sees the first 4 namespaces.
     let a = start_detector(&brokers, "", dir.path(), "a", &rules).await;
-    let mut owned = a.control.owned();
-    tokio::time::timeout(Duration::from_secs(30), owned.wait_for(|o| *o == all()))
-        .await
-        .expect("A owns every partition")
-        .unwrap();
+    wait_owned(&a, "A owns every partition", |o| *o == all()).await;
     send(0..4).await;
 
     // B joins: A hands every partition over (commit + snapshot), then they share.
     let b = start_detector(&brokers, "", dir.path(), "b", &rules).await;
-    let mut owned_b = b.control.owned();
-    tokio::time::timeout(Duration::from_secs(30), owned_b.wait_for(|o| !o.is_empty()))
-        .await
-        .expect("B gets partitions")
-        .unwrap();
-    let mut owned_a = a.control.owned();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        owned_a.wait_for(|o| !o.is_empty() && o.len() < 4),
-    )
-    .await
-    .expect("A keeps some partitions")
-    .unwrap();
+    wait_owned(&b, "B gets partitions", |o| !o.is_empty()).await;
+    wait_owned(&a, "A keeps some partitions", |o| {
+        !o.is_empty() && o.len() < 4
+    })
+    .await;
 
     // 4 more namespaces, evaluated by whoever owns mallory's partition, and snapshotted.
     send(4..8).await;
@@ -562,11 +545,10 @@ async fn killing_a_detector_mid_sweep_still_gives_exactly_one_alert() {
     victim.control.crash();
     victim.task.abort();
     let _ = victim.task.await;
-    let mut owned = survivor.control.owned();
-    tokio::time::timeout(Duration::from_secs(30), owned.wait_for(|o| *o == all()))
-        .await
-        .expect("the survivor takes every partition")
-        .unwrap();
+    wait_owned(&survivor, "the survivor takes every partition", |o| {
+        *o == all()
+    })
+    .await;
 
     // The last 4 namespaces reach 12 >= 10 on the survivor, which restored the windows.
     send(8..12).await;
@@ -682,13 +664,7 @@ async fn real_broker_round_trip() {
     let items: Vec<_> = (0..12)
         .map(|i| event(i, "mallory", "get", "secrets", &format!("team-{i}")))
         .collect();
-    let r = reqwest::Client::new()
-        .post(format!("{url}/prod"))
-        .header("Content-Type", "application/json")
-        .body(event_list(&items))
-        .send()
-        .await
-        .unwrap();
+    let r = post_events(&format!("{url}/prod"), &items).await;
     assert_eq!(r.status(), 200);
     let mut det = start_detector(&brokers, &kafka_extra, dir.path(), "det", &rules).await;
     until("the sweep alert", Duration::from_secs(60), || {
@@ -759,13 +735,7 @@ async fn a_crash_before_the_commit_re_emits_the_same_alerts_rather_than_losing_t
     let items: Vec<_> = (0..6)
         .map(|i| event(i, &format!("user{i}"), "get", "secrets", "prod"))
         .collect();
-    let r = reqwest::Client::new()
-        .post(format!("{}/prod", ingest.url))
-        .header("Content-Type", "application/json")
-        .body(event_list(&items))
-        .send()
-        .await
-        .unwrap();
+    let r = post_events(&format!("{}/prod", ingest.url), &items).await;
     assert_eq!(r.status(), 200);
 
     // Nothing is committed or snapshotted within the test: A's work is all in its sink.
@@ -806,13 +776,11 @@ async fn a_crash_before_the_commit_re_emits_the_same_alerts_rather_than_losing_t
     let _ = b.stop.take().unwrap().send(());
     b.task.await.unwrap();
     let c = start_detector(&brokers, never, dir.path(), "c", &rules).await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/prod", ingest.url))
-        .header("Content-Type", "application/json")
-        .body(event_list(&[event(6, "user6", "get", "secrets", "prod")]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_events(
+        &format!("{}/prod", ingest.url),
+        &[event(6, "user6", "get", "secrets", "prod")],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     until(
         "C evaluated the seventh event",
