@@ -106,6 +106,7 @@ sinks:
 kafka:
   brokers: "{brokers}"
 {topics}  snapshot_interval: 5s
+  detect_listen: ""
 "#,
         data = dir.path().join("data").display(),
         alerts = dir.path().join("alerts.jsonl").display(),

@@ -421,14 +421,44 @@ pub async fn detect_kafka(
     let router = Arc::new(crate::pipeline::RouterSlot::new(
         build_routers(cfg, &metrics).await?,
     ));
+    let metrics_for_probe = metrics.clone();
     let detector =
         crate::kafka::detect::Detector::start(&cfg.kafka, engine, router.clone(), metrics)
             .map_err(|e| AppError::Other(e.to_string()))?;
     tracing::info!(group = %cfg.kafka.group_id, topic = %cfg.kafka.events_topic, "Detector joined the group.");
+    let control = detector.control();
+    // Probes and scrapes: the detector has no webhook server to carry them.
+    let probes = match cfg.kafka.detect_listen.as_str() {
+        "" => None,
+        addr => {
+            let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+                AppError::Other(format!("kafka.detect_listen {addr:?} is not an address"))
+            })?;
+            let c = control.clone();
+            let server = crate::telemetry::http::ProbeServer::bind(
+                addr,
+                metrics_for_probe.clone(),
+                Arc::new(move || c.joined()),
+            )
+            .await
+            .map_err(|e| AppError::Other(format!("kafka.detect_listen {addr}: {e}")))?;
+            let bound = server.local_addr().ok();
+            tracing::info!(addr = ?bound, "Serving /metrics, /healthz and /readyz.");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(server.run(async move {
+                let _ = stopped.await;
+            }));
+            Some((stop, task, bound))
+        }
+    };
     if let Some(tx) = started {
-        let _ = tx.send(detector.control());
+        let _ = tx.send(control.with_probe_addr(probes.as_ref().and_then(|p| p.2)));
     }
     detector.run(shutdown).await;
+    if let Some((stop, task, _)) = probes {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     if !router.shutdown(cfg.shutdown_timeout.0).await {
         tracing::error!("Sinks did not flush within the shutdown timeout.");
     }

@@ -147,6 +147,10 @@ pub struct DetectArgs {
     /// Consumer group (default `kafka.group_id`).
     #[arg(long)]
     pub group: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served (default `kafka.detect_listen`,
+    /// 0.0.0.0:9090; "" turns them off).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -713,6 +717,9 @@ fn cmd_detect(mut cfg: Config, args: DetectArgs, log: &LogSettings) -> Result<i3
     args.kafka.apply(&mut cfg);
     if let Some(g) = &args.group {
         cfg.kafka.group_id = g.clone();
+    }
+    if let Some(l) = &args.listen {
+        cfg.kafka.detect_listen = l.clone();
     }
     stdout_override(&mut cfg, args.format);
     // Correlation state lives in the state topic, per partition, not in `state_dir`.

@@ -117,6 +117,7 @@ shutdown_timeout: 10s
 kafka:
   brokers: "{brokers}"
 {kafka_extra}  ack_timeout: 1500ms
+  detect_listen: "127.0.0.1:0"
   properties:
     session.timeout.ms: "6000"
     heartbeat.interval.ms: "300"
@@ -759,6 +760,22 @@ async fn a_crash_before_the_commit_re_emits_the_same_alerts_rather_than_losing_t
         ids(&a.alerts).len() == 6
     })
     .await;
+    // A answers probes and scrapes while it runs.
+    let probe = format!("http://{}", a.control.probe_addr().expect("probe server"));
+    let get = |path: &str| reqwest::get(format!("{probe}{path}"));
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    assert_eq!(get("/nowhere").await.unwrap().status(), 404);
+    let text = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(r#"audithawk_events_received_total{source="kafka"} 6"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("audithawk_kafka_partition_restores_total"),
+        "{text}"
+    );
+
     a.control.crash();
     a.task.abort();
     let _ = a.task.await;

@@ -77,6 +77,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Partitions currently owned (for tests and readiness).
     owned: tokio::sync::watch::Sender<Vec<i32>>,
+    /// Set at the first assignment: the member has joined the group (readiness).
+    joined: AtomicBool,
 }
 
 /// The consumer's context: assignment and revocation.
@@ -98,6 +100,7 @@ impl ConsumerContext for DetectContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.0.on_assign(base, tpl);
+                self.0.joined.store(true, Ordering::Release);
                 if let Err(e) = base.assign(tpl) {
                     tracing::error!(error = %e, "Assigning partitions failed.");
                 }
@@ -288,6 +291,7 @@ fn restore(engine: &Engine, state: &[u8]) -> Result<(), String> {
 #[derive(Clone)]
 pub struct DetectorControl {
     shared: Arc<Shared>,
+    probe: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for DetectorControl {
@@ -300,6 +304,22 @@ impl DetectorControl {
     /// Partitions owned now; changes on every rebalance.
     pub fn owned(&self) -> tokio::sync::watch::Receiver<Vec<i32>> {
         self.shared.owned.subscribe()
+    }
+
+    /// The same handle, knowing where the probe server listens.
+    pub fn with_probe_addr(mut self, addr: Option<std::net::SocketAddr>) -> DetectorControl {
+        self.probe = addr;
+        self
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if they are.
+    pub fn probe_addr(&self) -> Option<std::net::SocketAddr> {
+        self.probe
+    }
+
+    /// Whether the member has received its first assignment (readiness).
+    pub fn joined(&self) -> bool {
+        self.shared.joined.load(Ordering::Acquire)
     }
 
     /// Behave as a crashed process from now on: no commit and no snapshot on the way out.
@@ -379,6 +399,7 @@ impl Detector {
             crashed: AtomicBool::new(false),
             metrics,
             owned: tokio::sync::watch::channel(Vec::new()).0,
+            joined: AtomicBool::new(false),
         });
         let mut c = cfg.client_config();
         c.set("group.id", &cfg.group_id)
@@ -411,6 +432,7 @@ impl Detector {
     pub fn control(&self) -> DetectorControl {
         DetectorControl {
             shared: self.shared.clone(),
+            probe: None,
         }
     }
 

@@ -78,6 +78,9 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor of created topics.
     pub replication: i32,
+    /// Where a detector answers `/metrics`, `/healthz` and `/readyz` (plain HTTP; empty:
+    /// off). Ready once the group has given it an assignment.
+    pub detect_listen: String,
 }
 
 impl Default for KafkaConfig {
@@ -96,6 +99,7 @@ impl Default for KafkaConfig {
             create_topics: true,
             partitions: 12,
             replication: 3,
+            detect_listen: "0.0.0.0:9090".into(),
         }
     }
 }
@@ -174,6 +178,17 @@ impl KafkaConfig {
         }
         if self.snapshot_chunk_bytes < 1024 {
             bad("snapshot_chunk_bytes", "must be at least 1024".into());
+        }
+        if !self.detect_listen.is_empty()
+            && self.detect_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            bad(
+                "detect_listen",
+                format!(
+                    "{:?} is not an address like 0.0.0.0:9090",
+                    self.detect_listen
+                ),
+            );
         }
         if self.partitions < 1 || self.replication < 1 {
             bad("partitions", "and `replication` must be at least 1".into());

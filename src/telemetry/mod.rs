@@ -5,6 +5,7 @@
 //! `/metrics` renders everything as Prometheus text. Labels are low-cardinality by design:
 //! source, reason, rule id, level, sink, cluster, never user or namespace.
 
+pub mod http;
 pub mod logging;
 pub mod otel;
 
