@@ -385,13 +385,9 @@ fn kafka_checks(cfg: &Config) -> Result<(), AppError> {
     if problems.is_empty() {
         Ok(())
     } else {
-        let list: Vec<String> = problems
-            .iter()
-            .map(|(k, m)| format!("`{k}`: {m}"))
-            .collect();
         Err(AppError::Other(format!(
-            "invalid Kafka settings:\n  {}",
-            list.join("\n  ")
+            "invalid Kafka settings:{}",
+            crate::config::problem_list(&problems)
         )))
     }
 }

@@ -585,16 +585,7 @@ fn serve_overrides(cfg: &mut Config, args: &ServeArgs) -> Result<()> {
     }
     args.kafka.apply(cfg);
     stdout_override(cfg, args.format);
-    // Flags bypass the file's validation, so validate the merged result again.
-    let problems = cfg.validate();
-    if !problems.is_empty() {
-        let list: Vec<String> = problems
-            .iter()
-            .map(|(k, m)| format!("`{k}`: {m}"))
-            .collect();
-        return Err(anyhow!("invalid settings:\n  {}", list.join("\n  ")));
-    }
-    Ok(())
+    validate_merged(cfg)
 }
 
 /// Hot reload: the config file again, with the same command-line overrides and rule flags
@@ -827,11 +818,10 @@ fn validate_merged(cfg: &Config) -> Result<()> {
     if problems.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = problems
-        .iter()
-        .map(|(k, m)| format!("`{k}`: {m}"))
-        .collect();
-    Err(anyhow!("invalid settings:\n  {}", list.join("\n  ")))
+    Err(anyhow!(
+        "invalid settings:{}",
+        crate::config::problem_list(&problems)
+    ))
 }
 
 fn cmd_scan(cfg: &Config, args: ScanArgs) -> Result<i32> {

@@ -173,19 +173,6 @@ async fn start_forwarder(cfg: &Config, tail: bool) -> Ingest {
     }
 }
 
-/// Runs `serve --forward-to kafka`; returns its URL and stop signal.
-async fn start_ingest(
-    cfg: &Config,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-    Arc<Metrics>,
-) {
-    let i = start_forwarder(cfg, false).await;
-    (i.url, i.stop, i.task, i.metrics)
-}
-
 /// One consumed message: (partition, key, headers, payload).
 type Msg = (i32, String, Vec<(String, String)>, String);
 
@@ -270,7 +257,12 @@ async fn ingest_answers_200_only_after_the_brokers_acknowledged_keyed_and_redact
     let brokers = mc.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
-    let (url, stop, task, metrics) = start_ingest(&cfg).await;
+    let Ingest {
+        url,
+        stop,
+        task,
+        metrics,
+    } = start_forwarder(&cfg, false).await;
 
     let mut items = Vec::new();
     for i in 0..40 {
@@ -315,7 +307,12 @@ async fn ingest_answers_429_with_retry_after_while_the_brokers_are_down() {
     let brokers = mc.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
-    let (url, stop, task, metrics) = start_ingest(&cfg).await;
+    let Ingest {
+        url,
+        stop,
+        task,
+        metrics,
+    } = start_forwarder(&cfg, false).await;
     let post = |n: usize| {
         let url = url.clone();
         async move { post_events(&url, &[event(n, "alice", "list", "pods", "default")]).await }
@@ -471,7 +468,12 @@ async fn killing_a_detector_mid_sweep_still_gives_exactly_one_alert() {
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(rules.join("sweep.yml"), SWEEP_RULES).unwrap();
     let ingest_cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
-    let (url, stop_ingest, ingest, _) = start_ingest(&ingest_cfg).await;
+    let Ingest {
+        url,
+        stop: stop_ingest,
+        task: ingest,
+        ..
+    } = start_forwarder(&ingest_cfg, false).await;
     let mut n = 0usize;
     // Sends sweep reads by mallory in namespaces `nss`, mixed with other users' reads.
     let mut send = |nss: std::ops::Range<usize>| {
@@ -661,7 +663,9 @@ async fn real_broker_round_trip() {
     );
     let yaml = base_yaml(&brokers, dir.path(), &kafka_extra, "");
     let cfg = Config::from_yaml(&yaml, "t.yaml").unwrap();
-    let (url, stop, task, _) = start_ingest(&cfg).await;
+    let Ingest {
+        url, stop, task, ..
+    } = start_forwarder(&cfg, false).await;
     let items: Vec<_> = (0..12)
         .map(|i| event(i, "mallory", "get", "secrets", &format!("team-{i}")))
         .collect();

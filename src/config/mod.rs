@@ -417,6 +417,15 @@ impl Default for Config {
     }
 }
 
+/// `(key path, problem)` pairs from a `validate`, one indented line each, for a message
+/// that continues after a colon.
+pub fn problem_list(problems: &[(String, String)]) -> String {
+    problems
+        .iter()
+        .map(|(k, m)| format!("\n  `{k}`: {m}"))
+        .collect()
+}
+
 /// One configuration problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

@@ -132,6 +132,20 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
 }
 
 impl Shared {
+    /// Enqueues partition `p`'s state as of `part.next` (replacing `part.manifest`'s).
+    fn enqueue_snapshot(
+        &self,
+        p: i32,
+        part: &Part,
+    ) -> Result<super::snapshots::PendingWrite, super::snapshots::SnapshotError> {
+        let state = match part.engine.correlator() {
+            Some(c) => c.snapshot_bytes(),
+            None => b"{}".to_vec(),
+        };
+        self.store
+            .enqueue(p, part.next, &state, part.manifest.as_ref())
+    }
+
     fn on_assign(&self, base: &BaseConsumer<DetectContext>, tpl: &mut TopicPartitionList) {
         let topic = self.cfg.events_topic.clone();
         let parts = partitions_of(tpl, &topic);
@@ -238,11 +252,7 @@ impl Shared {
                 let _ = commit.add_partition_offset(&topic, p, Offset::Offset(part.next));
             }
             if part.dirty {
-                let state = snapshot_bytes(&part.engine);
-                match self
-                    .store
-                    .enqueue(p, part.next, &state, part.manifest.as_ref())
-                {
+                match self.enqueue_snapshot(p, &part) {
                     Ok(w) => writes.push(w),
                     Err(e) => {
                         tracing::error!(partition = p, error = %e, "Snapshot on revoke failed.")
@@ -266,14 +276,6 @@ impl Shared {
                 );
             }
         }
-    }
-}
-
-/// The correlator state of `engine` as snapshot JSON (empty when it has none).
-fn snapshot_bytes(engine: &Engine) -> Vec<u8> {
-    match engine.correlator() {
-        Some(c) => c.snapshot_bytes(),
-        None => b"{}".to_vec(),
     }
 }
 
@@ -326,16 +328,6 @@ impl DetectorControl {
     /// Abort the task running [`Detector::run`] after this.
     pub fn crash(&self) {
         self.shared.crashed.store(true, Ordering::Release);
-    }
-
-    /// The offset of each owned partition's newest snapshot (written or restored).
-    pub fn snapshotted(&self) -> HashMap<i32, i64> {
-        self.shared
-            .parts
-            .lock()
-            .iter()
-            .filter_map(|(p, s)| s.manifest.as_ref().map(|m| (*p, m.offset)))
-            .collect()
     }
 
     /// Owned partitions with events evaluated since their last snapshot.
@@ -458,11 +450,12 @@ impl Detector {
                     // Take what else is already fetched (up to a batch) before handing the
                     // alerts over: one dispatch per batch instead of one per event.
                     let mut alerts = Vec::new();
+                    let mut counts = Counts::default();
                     let mut next = Some(m);
                     let mut n = 0;
                     while let Some(m) = next.take() {
                         match m {
-                            Ok(m) => evaluate(&shared, &m, &mut alerts),
+                            Ok(m) => evaluate(&shared, &m, &mut alerts, &mut counts),
                             Err(e) => {
                                 shared.metrics.count("audithawk_kafka_consume_errors_total", &[], 1);
                                 tracing::warn!(error = %e, "Kafka consume error.");
@@ -473,6 +466,7 @@ impl Detector {
                             next = futures_util::FutureExt::now_or_never(consumer.recv());
                         }
                     }
+                    counts.record(&shared.metrics);
                     router.dispatch_all(alerts).await;
                 }
                 _ = commit_every.tick() => commit(&consumer, &shared, CommitMode::Async),
@@ -500,11 +494,30 @@ impl Detector {
     }
 }
 
+/// Events of one fetched batch, counted once per batch (labelled counters cost a lookup).
+#[derive(Default)]
+struct Counts {
+    received: u64,
+    evaluated: u64,
+    replayed: u64,
+}
+
+impl Counts {
+    fn record(&self, metrics: &Metrics) {
+        metrics.received("kafka", self.received);
+        metrics.evaluated.add(self.evaluated);
+        if self.replayed > 0 {
+            metrics.count("audithawk_kafka_replayed_total", &[], self.replayed);
+        }
+    }
+}
+
 /// Evaluates one message of an owned partition, pushing the alerts to deliver.
 fn evaluate(
     shared: &Shared,
     m: &rdkafka::message::BorrowedMessage<'_>,
     out: &mut Vec<crate::model::Alert>,
+    counts: &mut Counts,
 ) {
     let p = m.partition();
     let off = m.offset();
@@ -542,16 +555,14 @@ fn evaluate(
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(std::sync::Arc::from);
-    shared.metrics.received("kafka", 1);
+    counts.received += 1;
     let first = out.len();
     if part.engine.process(&ev, chrono::Utc::now(), out) == crate::engine::Disposition::Evaluated {
-        shared.metrics.evaluated.add(1);
+        counts.evaluated += 1;
     }
     if off < part.replay_until {
         // Already alerted on by the previous owner: the event only rebuilds the windows.
-        shared
-            .metrics
-            .count("audithawk_kafka_replayed_total", &[], 1);
+        counts.replayed += 1;
         out.truncate(first);
     }
 }
@@ -596,11 +607,7 @@ async fn snapshot_all(shared: &Shared) {
             if !part.dirty {
                 continue;
             }
-            let state = snapshot_bytes(&part.engine);
-            let r = shared
-                .store
-                .enqueue(*p, part.next, &state, part.manifest.as_ref());
-            match r {
+            match shared.enqueue_snapshot(*p, part) {
                 Ok(w) => {
                     part.dirty = false;
                     writes.push((*p, w));

@@ -88,18 +88,12 @@ impl EventPublisher {
     ) -> Result<EventPublisher, KafkaSetupError> {
         let ctx = ReachContext::default();
         let down = ctx.down.clone();
-        let mut c = cfg.client_config();
-        c.set("enable.idempotence", "true").set("acks", "all").set(
-            "message.timeout.ms",
-            cfg.ack_timeout.0.as_millis().to_string(),
-        );
-        // Throughput defaults a user may override: small linger (batches form within the
-        // webhook's own batch anyway) and lz4, which shrinks audit JSON ~5x cheaply.
+        let mut c =
+            super::reliable_producer_config(&cfg.brokers, &cfg.properties, cfg.ack_timeout.0);
+        // A small linger a user may override: batches form within the webhook's own batch
+        // anyway.
         if !cfg.properties.contains_key("linger.ms") {
             c.set("linger.ms", "5");
-        }
-        if !cfg.properties.contains_key("compression.type") {
-            c.set("compression.type", "lz4");
         }
         let producer: FutureProducer<ReachContext> = c.create_with_context(ctx)?;
         let probe = tokio::spawn(probe(

@@ -65,16 +65,8 @@ impl KafkaSinkConfig {
                 "`{prefix}.brokers` must name at least one host:port"
             ));
         }
-        let t = &self.topic;
-        if t.is_empty()
-            || t.len() > 249
-            || !t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            p.push(format!(
-                "`{prefix}.topic`: {t:?} is not a valid topic name (1-249 characters of a-z A-Z 0-9 . _ -)"
-            ));
+        if let Some(m) = crate::kafka::topic_problem(&self.topic) {
+            p.push(format!("`{prefix}.topic`: {m}"));
         }
         for k in ["bootstrap.servers", "acks", "enable.idempotence"] {
             if self.properties.contains_key(k) {
@@ -102,19 +94,11 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Creates the producer (no network yet).
     pub fn new(cfg: &KafkaSinkConfig) -> Result<KafkaSink, rdkafka::error::KafkaError> {
-        let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", cfg.brokers.trim());
-        for (k, v) in &cfg.properties {
-            c.set(k, v.0.as_str());
-        }
-        c.set("enable.idempotence", "true").set("acks", "all").set(
-            "message.timeout.ms",
-            (cfg.request_timeout_secs * 1000).to_string(),
+        let c = crate::kafka::reliable_producer_config(
+            &cfg.brokers,
+            &cfg.properties,
+            Duration::from_secs(cfg.request_timeout_secs),
         );
-        if !cfg.properties.contains_key("compression.type") {
-            c.set("compression.type", "lz4");
-        }
-        c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         Ok(KafkaSink {
             name: cfg.name().to_string(),
             topic: cfg.topic.clone(),

@@ -350,7 +350,8 @@ async fn audit(
                     kafka_refused
                         .push(json!({"event": i, "error": format!("kafka refused it: {reason}")}));
                 }
-                let accepted = accepted - kafka_refused.len();
+                accepted -= refused.len();
+                rejected += refused.len();
                 shared.metrics.received("webhook", accepted as u64);
                 // Bounded label: configured clusters and the default one by name, any
                 // other path-named cluster as "other".
@@ -395,8 +396,6 @@ async fn audit(
             }
         }
     }
-    accepted -= kafka_refused.len();
-    rejected += kafka_refused.len();
     let mut reported = report_errors(shared, &errors);
     reported.extend(kafka_refused);
     if accepted == 0 && rejected > 0 {
