@@ -813,3 +813,51 @@ async fn a_crash_before_the_commit_re_emits_the_same_alerts_rather_than_losing_t
     let _ = ingest.stop.send(());
     ingest.task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_snapshot_is_tombstoned_after_the_new_manifest_and_the_newest_loads() {
+    use audithawk::kafka::snapshots::SnapshotStore;
+    let mc = cluster(1);
+    let brokers = mc.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::from_yaml(&base_yaml(&brokers, dir.path(), "", ""), "t.yaml").unwrap();
+    let store = SnapshotStore::new(&cfg.kafka).unwrap();
+    let first = store
+        .enqueue(0, 10, b"{\"one\":1}")
+        .unwrap()
+        .acked()
+        .await
+        .unwrap();
+    let second = store
+        .enqueue(0, 20, b"{\"two\":2}")
+        .unwrap()
+        .acked()
+        .await
+        .unwrap();
+    store.retire(0, &first);
+    store.flush(Duration::from_secs(10)).unwrap();
+
+    let loaded = store.load(&[0], Duration::from_secs(10)).unwrap();
+    assert_eq!(loaded[&0].0, second);
+    assert_eq!(loaded[&0].1, b"{\"two\":2}");
+    // The state topic, in order: first chunks, first manifest, second chunks, second
+    // manifest, then the tombstones (no payload) of the first chunks.
+    let msgs = read_all(&brokers, STATE);
+    let manifest_key = "audithawk-detect/audithawk.events/0";
+    let second_manifest_at = msgs
+        .iter()
+        .rposition(|(_, k, _, v)| k == manifest_key && v.contains("\"offset\":20"))
+        .expect("second manifest");
+    let first_chunks = format!("{manifest_key}/{:016x}/", first.generation);
+    let tombstones: Vec<usize> = msgs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, k, _, v))| k.starts_with(&first_chunks) && v.is_empty())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(tombstones.len(), first.chunks as usize);
+    assert!(
+        tombstones.iter().all(|&i| i > second_manifest_at),
+        "{msgs:?}"
+    );
+}

@@ -132,7 +132,7 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
 }
 
 impl Shared {
-    /// Enqueues partition `p`'s state as of `part.next` (replacing `part.manifest`'s).
+    /// Enqueues partition `p`'s state as of `part.next`.
     fn enqueue_snapshot(
         &self,
         p: i32,
@@ -142,8 +142,7 @@ impl Shared {
             Some(c) => c.snapshot_bytes(),
             None => b"{}".to_vec(),
         };
-        self.store
-            .enqueue(p, part.next, &state, part.manifest.as_ref())
+        self.store.enqueue(p, part.next, &state)
     }
 
     fn on_assign(&self, base: &BaseConsumer<DetectContext>, tpl: &mut TopicPartitionList) {
@@ -253,7 +252,7 @@ impl Shared {
             }
             if part.dirty {
                 match self.enqueue_snapshot(p, &part) {
-                    Ok(w) => writes.push(w),
+                    Ok(w) => writes.push((p, w, part.manifest)),
                     Err(e) => {
                         tracing::error!(partition = p, error = %e, "Snapshot on revoke failed.")
                     }
@@ -267,13 +266,22 @@ impl Shared {
         }
         if !writes.is_empty() {
             let flushed = self.store.flush(Duration::from_secs(10));
-            for w in writes {
+            let mut retired = false;
+            for (p, w, previous) in writes {
                 let ok = flushed.is_ok() && w.acked_after_flush().is_ok();
+                if let (true, Some(old)) = (ok, previous) {
+                    self.store.retire(p, &old);
+                    retired = true;
+                }
                 self.metrics.count(
                     "audithawk_kafka_snapshots_total",
                     &[("result", if ok { "ok" } else { "error" })],
                     1,
                 );
+            }
+            if retired {
+                // Best effort, briefly: the clean-up must not hold up the rebalance.
+                let _ = self.store.flush(Duration::from_secs(1));
             }
         }
     }
@@ -626,8 +634,13 @@ async fn snapshot_all(shared: &Shared) {
     for (p, w) in writes {
         match w.acked().await {
             Ok(m) => {
-                if let Some(part) = shared.parts.lock().get_mut(&p) {
-                    part.manifest = Some(m);
+                let old = shared
+                    .parts
+                    .lock()
+                    .get_mut(&p)
+                    .and_then(|part| part.manifest.replace(m));
+                if let Some(old) = old {
+                    shared.store.retire(p, &old);
                 }
                 shared
                     .metrics

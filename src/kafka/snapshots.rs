@@ -7,7 +7,9 @@
 //! - chunks under `<group>/<topic>/<p>/<generation>/<i>`, then
 //! - the manifest under `<group>/<topic>/<p>`: offset (the next event to apply), generation,
 //!   chunk count and a checksum,
-//! - then tombstones for the previous generation's chunks, so that compaction removes them.
+//! - and, once both are acknowledged, tombstones for the previous generation's chunks
+//!   ([`SnapshotStore::retire`]), so that compaction removes them. Never before: a manifest
+//!   that failed would leave the previous one pointing at deleted chunks.
 //!
 //! A reader takes the newest manifest per partition and the chunks of its generation; a
 //! manifest whose chunks are missing or fail the checksum is ignored (the partition
@@ -146,15 +148,14 @@ impl SnapshotStore {
     }
 
     /// Enqueues the snapshot of partition `p` (`state`: the correlator's snapshot JSON)
-    /// taken when `offset` was the next event to apply, and tombstones for `previous`'s
-    /// chunks. Await [`PendingWrite::acked`] (or flush and use
-    /// [`PendingWrite::acked_after_flush`]).
+    /// taken when `offset` was the next event to apply. Await [`PendingWrite::acked`] (or
+    /// flush and use [`PendingWrite::acked_after_flush`]), then [`SnapshotStore::retire`]
+    /// the snapshot it replaces.
     pub fn enqueue(
         &self,
         p: i32,
         offset: i64,
         state: &[u8],
-        previous: Option<&Manifest>,
     ) -> Result<PendingWrite, SnapshotError> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(state)?;
@@ -190,15 +191,25 @@ impl SnapshotStore {
         }
         let m = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
         send(&self.manifest_key(p), Some(&m))?;
-        if let Some(prev) = previous.filter(|m| m.generation != generation) {
-            for i in 0..prev.chunks {
-                send(&self.chunk_key(p, prev.generation, i), None)?;
-            }
-        }
         Ok(PendingWrite {
             deliveries,
             manifest,
         })
+    }
+
+    /// Tombstones the chunks of `old`, a snapshot of partition `p` that an acknowledged
+    /// newer one replaced, so that compaction removes them. Best effort: chunks that stay
+    /// are never read (no manifest names them) and only take space.
+    pub fn retire(&self, p: i32, old: &Manifest) {
+        for i in 0..old.chunks {
+            let key = self.chunk_key(p, old.generation, i);
+            let rec: FutureRecord<'_, str, [u8]> =
+                FutureRecord::to(self.cfg.state_topic.as_str()).key(&key);
+            if let Err((e, _)) = self.producer.send_result(rec) {
+                tracing::warn!(partition = p, error = %e, "Tombstoning an old snapshot chunk failed; it stays until the next snapshot's clean-up.");
+                return;
+            }
+        }
     }
 
     /// Blocks until everything enqueued is delivered, at most `deadline`.
