@@ -296,23 +296,22 @@ impl RouterSlot {
         }
     }
 
-    /// Replaces the set: `f` gets the current routers and returns (new set, retired).
-    /// The retired routers are flushed and stopped (within `deadline` each) before
-    /// dispatch resumes, so a sink re-created with the same destination (a file path)
-    /// never has two writers and keeps its order. Returns false if a flush timed out.
+    /// Stops dispatch until the returned [`RouterSwap`] is used or dropped. A reload takes
+    /// this *before* it swaps the engine: an alert of a new rule can then only be
+    /// dispatched after the new sink set is in place, never into a sink the new config
+    /// removed. (Alerts the old engine made before the swap may still go to the new set,
+    /// which is what the new config asks for.) Dropping the guard keeps the old set.
+    pub async fn begin_swap(&self) -> RouterSwap<'_> {
+        RouterSwap(self.0.write().await)
+    }
+
+    /// Replaces the set at once; see [`RouterSwap::replace`].
     pub async fn replace(
         &self,
         f: impl FnOnce(Vec<Router>) -> (Vec<Router>, Vec<Router>),
         deadline: Duration,
     ) -> bool {
-        let mut g = self.0.write().await;
-        let (new, retired) = f(std::mem::take(&mut *g));
-        *g = new;
-        let mut ok = true;
-        for r in retired {
-            ok &= r.shutdown(deadline).await;
-        }
-        ok
+        self.begin_swap().await.replace(f, deadline).await
     }
 
     /// Flushes and stops every router within `deadline` each; false if one timed out.
@@ -320,6 +319,31 @@ impl RouterSlot {
         let routers = std::mem::take(&mut *self.0.write().await);
         let mut ok = true;
         for r in routers {
+            ok &= r.shutdown(deadline).await;
+        }
+        ok
+    }
+}
+
+/// Dispatch held off while a reload swaps the engine and the sinks; see
+/// [`RouterSlot::begin_swap`].
+#[derive(Debug)]
+pub struct RouterSwap<'a>(tokio::sync::RwLockWriteGuard<'a, Vec<Router>>);
+
+impl RouterSwap<'_> {
+    /// Replaces the set: `f` gets the current routers and returns (new set, retired).
+    /// The retired routers are flushed and stopped (within `deadline` each) before
+    /// dispatch resumes, so a sink re-created with the same destination (a file path)
+    /// never has two writers and keeps its order. Returns false if a flush timed out.
+    pub async fn replace(
+        mut self,
+        f: impl FnOnce(Vec<Router>) -> (Vec<Router>, Vec<Router>),
+        deadline: Duration,
+    ) -> bool {
+        let (new, retired) = f(std::mem::take(&mut *self.0));
+        *self.0 = new;
+        let mut ok = true;
+        for r in retired {
             ok &= r.shutdown(deadline).await;
         }
         ok

@@ -17,7 +17,9 @@
 //!    identity did not change is carried over ([`carry_state`]).
 //! 4. Sinks: a sink whose settings did not change keeps its driver (and queue); a new or
 //!    changed one gets a new driver; the old ones are flushed before dispatch resumes
-//!    ([`RouterSlot::replace`]), so no alert is lost or sent twice.
+//!    ([`RouterSwap::replace`](crate::pipeline::RouterSwap::replace)), so no alert is lost or sent twice. Dispatch is held from
+//!    *before* the engine swap ([`RouterSlot::begin_swap`]), so an alert of a new rule
+//!    never reaches a sink the new configuration removed.
 //!
 //! # Why polling
 //! Watched files are checked every 2 s by (path, length, mtime). That works the same on
@@ -248,7 +250,10 @@ impl Reloader {
             return out;
         }
 
-        // Swap the engine while no batch is evaluated.
+        // Hold dispatch first, then swap the engine while no batch is evaluated: a batch
+        // evaluated by the new rules waits for the new sinks (see RouterSlot::begin_swap).
+        // No engine read guard is ever held across a dispatch, so this cannot deadlock.
+        let router_swap = self.router.begin_swap().await;
         let slot = self.engine.clone();
         let swapped = tokio::task::spawn_blocking(move || {
             let mut carried = (RestoreStats::default(), Vec::new());
@@ -266,6 +271,7 @@ impl Reloader {
             }
             Ok(Err(e)) => {
                 out.errors.push(e);
+                drop(router_swap); // the old set goes on
                 for (_, r) in built_sinks {
                     r.shutdown(cfg.shutdown_timeout.0).await;
                 }
@@ -285,8 +291,7 @@ impl Reloader {
         }
         out.sinks_started = built_sinks.len();
         out.sinks_stopped = taken.iter().filter(|t| !**t).count();
-        let ok = self
-            .router
+        let ok = router_swap
             .replace(
                 |mut old| {
                     let mut old_opt: Vec<Option<Router>> = old.drain(..).map(Some).collect();
