@@ -32,8 +32,9 @@ use serde_json::{json, Value};
 
 use super::baseline::ENTRY_BYTES;
 use super::state::{
-    wm_of, Clocks, ClusterSnap, CorrSnap, PKey, Record, Shard, SnapshotFile, StateConfig,
-    StateError, GROUP_SLOT_BYTES, RECORD_BYTES, SHARDS, SNAPSHOT_FILE, SNAPSHOT_VERSION,
+    wm_of, Clocks, ClusterSnap, CorrSnap, Held, PKey, Record, Shard, SnapRecord, SnapshotFile,
+    StateConfig, StateError, TextLog, TextRef, GROUP_SLOT_BYTES, RECORD_BYTES, SHARDS,
+    SNAPSHOT_FILE, SNAPSHOT_VERSION,
 };
 use super::suppress::{Exception, Exceptions, Verdict};
 use super::window::{CompactId, Firing, Group, GroupState, Hit, Outcome, Shape, RING_MAX};
@@ -57,6 +58,22 @@ pub struct EvRef {
     /// Hash of the text: orders records with equal times the same whatever the arrival
     /// order. Computed once per event, shared by all its records.
     pub tie: u64,
+}
+
+/// What every record of one event shares.
+struct RecSrc {
+    audit: CompactId,
+    tie: u64,
+    /// `None` for the event being observed (see [`Live`]); chained firings share theirs.
+    text: Option<Held>,
+}
+
+/// The event being observed, for its records applied at once: an [`EvRef`] (a copy of
+/// the text) is made only if one of them fires.
+struct Live<'e, 'a> {
+    ev: &'e AuditEvent<'a>,
+    src: &'e RecSrc,
+    made: std::cell::OnceCell<Arc<EvRef>>,
 }
 
 /// What the correlator needs to know about the base rules.
@@ -755,7 +772,9 @@ impl Correlator {
                 rule_suppress,
             }),
             learning_start: (0..n).map(|_| AtomicI64::new(i64::MAX)).collect(),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new(n))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(n, (cfg.max_state_bytes / SHARDS).max(1))))
+                .collect(),
             clocks: Clocks::default(),
             lateness,
             last_snapshot: Mutex::new(None),
@@ -773,7 +792,9 @@ impl Correlator {
             plan: self.plan.clone(),
             cfg: self.cfg.clone(),
             clocks: Clocks::default(),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new(n))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(n, (self.cfg.max_state_bytes / SHARDS).max(1))))
+                .collect(),
             learning_start: (0..n).map(|_| AtomicI64::new(i64::MAX)).collect(),
             lateness: self.lateness,
             last_snapshot: Mutex::new(None),
@@ -888,7 +909,7 @@ impl Correlator {
         ev: &AuditEvent<'_>,
         t: i64,
         cluster: u16,
-        evref: &Arc<EvRef>,
+        src: &RecSrc,
         out: &mut Vec<(usize, Record)>,
     ) {
         let c = &self.plan.corrs[corr];
@@ -921,7 +942,9 @@ impl Correlator {
                         key,
                         cluster,
                         value: None,
-                        ev: evref.clone(),
+                        audit: src.audit.clone(),
+                        tie: src.tie,
+                        text: src.text.clone(),
                     },
                 ));
             }
@@ -952,7 +975,7 @@ impl Correlator {
     fn pkey(rec: &Record) -> PKey {
         PKey {
             t: rec.t,
-            tie: rec.ev.tie,
+            tie: rec.tie,
             corr: rec.corr,
             rpos: u16::MAX - rec.pos,
             key: rec.key,
@@ -992,12 +1015,18 @@ impl Correlator {
             // Reused across events: no allocation per event for the list itself.
             let mut recs = RECS.with(|c| std::mem::take(&mut *c.borrow_mut()));
             recs.clear();
-            let evref = Arc::new(EvRef {
-                raw: ev.raw.text().into(),
-                cluster: ev.cluster.clone(),
+            // No copy of the event yet: a record applied at once reads it from `ev`, a
+            // held one from its shard's text log (copied there once per shard).
+            let src = RecSrc {
                 audit: CompactId::new(ev.audit_id()),
                 tie: xxhash_rust::xxh3::xxh3_64(ev.raw.text().as_bytes()),
-            });
+                text: None,
+            };
+            let live = Live {
+                ev,
+                src: &src,
+                made: std::cell::OnceCell::new(),
+            };
             for &r in matched {
                 for &(corr, pos) in self.plan.by_rule.get(r).map_or(&[][..], Vec::as_slice) {
                     let c = &self.plan.corrs[corr as usize];
@@ -1012,7 +1041,7 @@ impl Correlator {
                     if matches!(c.def.kind, CorrelationKind::NewTerms { .. }) {
                         self.learning_start[corr as usize].fetch_min(t, Ordering::AcqRel);
                     }
-                    self.records_for(corr as usize, pos as usize, ev, t, cid, &evref, &mut recs);
+                    self.records_for(corr as usize, pos as usize, ev, t, cid, &src, &mut recs);
                 }
             }
             // Stable: records of one shard keep their order.
@@ -1022,20 +1051,30 @@ impl Correlator {
                 touched[s] = true;
                 let mut sh = self.shards[s].lock();
                 let mut next = Some(first);
-                while let Some(r) = next.take() {
+                // This event's text in this shard's log, once any of its records is held.
+                let mut logged: Option<TextRef> = None;
+                while let Some(mut r) = next.take() {
                     if r.t < wm {
-                        self.apply(&mut sh, r, true, wm, out);
+                        self.apply(&mut sh, r, Some(&live), true, wm, out);
                     } else if self.lateness == 0
                         && sh.pending.get(cid as usize).is_none_or(|p| p.is_empty())
                     {
                         // No lateness allowed: an event at or after the newest one is in
                         // order by definition, so the reorder buffer is skipped.
-                        self.apply(&mut sh, r, false, wm, out);
+                        self.apply(&mut sh, r, Some(&live), false, wm, out);
                     } else {
-                        sh.bytes += RECORD_BYTES + r.ev.raw.len();
+                        let at = match logged {
+                            Some(at) => {
+                                sh.log.retain(at);
+                                at
+                            }
+                            None => *logged.insert(sh.log.push(ev.raw.text(), 1)),
+                        };
+                        r.text = Some(Held::Log(at));
+                        sh.bytes += RECORD_BYTES;
                         let k = Self::pkey(&r);
                         if let Some(old) = sh.pending_mut(cid).insert(k, r) {
-                            sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + old.ev.raw.len());
+                            Self::unhold(&mut sh, &old);
                         }
                     }
                     if it.peek().is_some_and(|(s2, _)| *s2 == s) {
@@ -1078,8 +1117,8 @@ impl Correlator {
                 let Some((_, r)) = sh.pending[c].pop_first() else {
                     break;
                 };
-                sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + r.ev.raw.len());
-                self.apply(sh, r, false, wm, out);
+                sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES);
+                self.apply(sh, r, None, false, wm, out);
             }
             sh.pending[c].trim();
         }
@@ -1098,7 +1137,7 @@ impl Correlator {
     fn shed(&self, sh: &mut Shard, out: &mut Vec<Alert>) {
         let cap = (self.cfg.max_state_bytes / SHARDS).max(1);
         let mut released = 0u64;
-        while sh.bytes > cap {
+        while sh.bytes + sh.log.bytes() > cap {
             let oldest = (0..sh.pending.len())
                 .filter_map(|c| sh.pending[c].first_key().map(|k| (k.t, c)))
                 .min();
@@ -1106,9 +1145,9 @@ impl Correlator {
             let Some((_, r)) = sh.pending[c].pop_first() else {
                 break;
             };
-            sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + r.ev.raw.len());
+            sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES);
             let wm = self.clocks.watermark(c as u16, self.lateness);
-            self.apply(sh, r, false, wm, out);
+            self.apply(sh, r, None, false, wm, out);
             released += 1;
         }
         if released > 0 {
@@ -1244,7 +1283,7 @@ impl Correlator {
         }
         let byte_cap = (self.cfg.max_state_bytes / SHARDS).max(1);
         let mut guard = 0;
-        while sh.bytes > byte_cap && guard < 64 {
+        while sh.bytes + sh.log.bytes() > byte_cap && guard < 64 {
             guard += 1;
             let big = (0..self.plan.corrs.len())
                 .max_by_key(|&i| sh.groups[i].len() + sh.terms[i].seen.len());
@@ -1258,7 +1297,75 @@ impl Correlator {
     }
 
     /// Applies one record to its group; fires when the condition holds.
-    fn apply(&self, sh: &mut Shard, rec: Record, late: bool, wm: i64, out: &mut Vec<Alert>) {
+    fn apply(
+        &self,
+        sh: &mut Shard,
+        rec: Record,
+        live: Option<&Live<'_, '_>>,
+        late: bool,
+        wm: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let logged = rec.log_ref();
+        if let Some(at) = logged {
+            sh.log.uncount(at);
+        }
+        self.apply_held(sh, rec, live, late, wm, out);
+        // The text stays readable until the record is done with (a firing reads it).
+        if let Some(at) = logged {
+            sh.log.release(at);
+        }
+    }
+
+    /// A held record replaced by another with the same key: its bytes and text go.
+    fn unhold(sh: &mut Shard, old: &Record) {
+        sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES);
+        if let Some(at) = old.log_ref() {
+            sh.log.uncount(at);
+            sh.log.release(at);
+        }
+    }
+
+    /// The event of `rec`, for an alert (made only when something fires or a tumbling
+    /// window must remember it).
+    fn held_event(
+        &self,
+        log: &TextLog,
+        rec: &Record,
+        live: Option<&Live<'_, '_>>,
+    ) -> Option<Arc<EvRef>> {
+        match &rec.text {
+            Some(Held::Shared(e)) => Some(e.clone()),
+            Some(Held::Log(at)) => Some(Arc::new(EvRef {
+                raw: log.get(*at)?.into(),
+                cluster: self.clocks.get(rec.cluster).and_then(|c| c.name.clone()),
+                audit: rec.audit.clone(),
+                tie: rec.tie,
+            })),
+            None => live.map(|l| {
+                l.made
+                    .get_or_init(|| {
+                        Arc::new(EvRef {
+                            raw: l.ev.raw.text().into(),
+                            cluster: l.ev.cluster.clone(),
+                            audit: l.src.audit.clone(),
+                            tie: l.src.tie,
+                        })
+                    })
+                    .clone()
+            }),
+        }
+    }
+
+    fn apply_held(
+        &self,
+        sh: &mut Shard,
+        rec: Record,
+        live: Option<&Live<'_, '_>>,
+        late: bool,
+        wm: i64,
+        out: &mut Vec<Alert>,
+    ) {
         let corr = rec.corr as usize;
         let c = &self.plan.corrs[corr];
         let m = &self.cfg.metrics;
@@ -1294,12 +1401,14 @@ impl Correlator {
                     end: rec.t,
                     hits: vec![Hit {
                         t: rec.t,
-                        id: rec.ev.audit.clone(),
+                        id: rec.audit.clone(),
                     }],
                     total: 1,
                     ..Default::default()
                 };
-                self.fire(sh, corr, rec.pos as usize, rec.key, &rec.ev, f, out);
+                if let Some(ev) = self.held_event(&sh.log, &rec, live) {
+                    self.fire(sh, corr, rec.pos as usize, rec.key, &ev, f, out);
+                }
             }
             return;
         }
@@ -1348,13 +1457,13 @@ impl Correlator {
             &c.def.condition,
             self.cfg.max_audit_ids,
             rec.t,
-            &rec.ev.audit,
+            &rec.audit,
             rec.pos as usize,
             rec.value.as_deref(),
         );
         if let GroupState::Tumbling(tw) = &mut g.st {
             if !late || tw.last.is_none() {
-                tw.last = Some(rec.ev.clone());
+                tw.last = self.held_event(&sh.log, &rec, live).or(tw.last.take());
             }
         }
         let after = g.heap_bytes();
@@ -1379,7 +1488,9 @@ impl Correlator {
                 if let Some(g) = sh.groups[corr].remove(&rec.key) {
                     sh.bytes = sh.bytes.saturating_sub(GROUP_SLOT_BYTES + g.heap_bytes());
                 }
-                self.fire(sh, corr, rec.pos as usize, rec.key, &rec.ev, f, out);
+                if let Some(ev) = self.held_event(&sh.log, &rec, live) {
+                    self.fire(sh, corr, rec.pos as usize, rec.key, &ev, f, out);
+                }
             }
         }
     }
@@ -1431,6 +1542,11 @@ impl Correlator {
         // is applied here, under the same shard lock, so the outer correlation sees it in
         // event-time order relative to its other inputs.
         let parents = self.plan.parents[corr].clone();
+        let src = RecSrc {
+            audit: ev.audit.clone(),
+            tie: ev.tie,
+            text: Some(Held::Shared(ev.clone())),
+        };
         for (p, ppos) in parents {
             let mut recs = Vec::new();
             self.records_for(
@@ -1439,13 +1555,13 @@ impl Correlator {
                 &parsed,
                 f.end,
                 cid,
-                ev,
+                &src,
                 &mut recs,
             );
             // Chained correlations share one shard per cluster: this one.
             for (_, r) in recs {
                 let wm = self.clocks.watermark(cid, self.lateness);
-                self.apply(sh, r, false, wm, out);
+                self.apply(sh, r, None, false, wm, out);
             }
         }
     }
@@ -1675,7 +1791,7 @@ impl Correlator {
                 .iter()
                 .map(super::state::Pending::len)
                 .sum::<usize>();
-            st.bytes += sh.bytes;
+            st.bytes += sh.bytes + sh.log.bytes();
         }
         st
     }
@@ -1739,8 +1855,19 @@ impl Correlator {
             }
             for p in &sh.pending {
                 for r in p.values() {
+                    let Some(ev) = self.held_event(&sh.log, r, None) else {
+                        continue;
+                    };
                     if let Some(cs) = corrs.get_mut(r.corr as usize) {
-                        cs.pending.push(r.clone());
+                        cs.pending.push(SnapRecord {
+                            t: r.t,
+                            corr: r.corr,
+                            pos: r.pos,
+                            key: r.key,
+                            cluster: r.cluster,
+                            value: r.value.clone(),
+                            ev,
+                        });
                     }
                 }
             }
@@ -1844,18 +1971,17 @@ impl Correlator {
                 let sidx = self.route(i, k, name.as_deref());
                 self.shards[sidx].lock().supp[i].insert(k, (cid, s));
             }
-            for mut r in cs.pending {
+            for r in cs.pending {
+                let mut r = r.into_record();
                 let (cid, name) = remap(r.cluster);
                 r.cluster = cid;
                 r.corr = i as u32;
                 let s = self.route(i, r.key, name.as_deref());
                 let mut sh = self.shards[s].lock();
-                sh.bytes += RECORD_BYTES + r.ev.raw.len();
+                sh.bytes += RECORD_BYTES;
                 let k = Self::pkey(&r);
                 match sh.pending_mut(cid).insert(k, r) {
-                    Some(old) => {
-                        sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES + old.ev.raw.len());
-                    }
+                    Some(old) => Self::unhold(&mut sh, &old),
                     None => st.pending += 1,
                 }
             }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::baseline::{Baseline, Seen};
 use super::correlate::EvRef;
 use super::suppress::{SuppressSpec, SuppressState};
-use super::window::Group;
+use super::window::{CompactId, Group};
 use crate::rules::correlation::ExceptionDef;
 use crate::telemetry::Metrics;
 
@@ -280,7 +280,12 @@ pub struct PKey {
 }
 
 /// One event's contribution to one group of one correlation, waiting to be applied.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// It carries what applying needs (time, key, auditID, counted value) but not the event
+/// text, which only a firing needs: a held record points into its shard's [`TextLog`]
+/// (or, rarely, shares an [`EvRef`]), so holding records for the allowed lateness costs
+/// no allocation per event and applying one touches no cold event copy.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     /// Event time (µs).
     pub t: i64,
@@ -294,8 +299,227 @@ pub struct Record {
     pub cluster: u16,
     /// The counted value (value_count).
     pub value: Option<Box<str>>,
-    /// The event, for the alert.
+    /// The event's auditID.
+    pub audit: CompactId,
+    /// Hash of the event text (see [`EvRef::tie`]).
+    pub tie: u64,
+    /// Where the event text is; `None` only while a record is applied straight from the
+    /// event being observed (it is never held like that).
+    pub text: Option<Held>,
+}
+
+impl Record {
+    /// The text-log entry this record keeps alive, if any.
+    pub fn log_ref(&self) -> Option<TextRef> {
+        match self.text {
+            Some(Held::Log(r)) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Where a held record's event text is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Held {
+    /// In the shard's text log.
+    Log(TextRef),
+    /// Shared: records restored from a snapshot and chained firings.
+    Shared(Arc<EvRef>),
+}
+
+/// A held record as a snapshot stores it: with its event (the format of snapshot version 1,
+/// unchanged since records stopped carrying the event themselves).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapRecord {
+    /// Event time (µs).
+    pub t: i64,
+    /// Correlation index.
+    pub corr: u32,
+    /// Position of the matched rule in the correlation's `rules`.
+    pub pos: u16,
+    /// Group key.
+    pub key: u128,
+    /// Interned cluster.
+    pub cluster: u16,
+    /// The counted value (value_count).
+    pub value: Option<Box<str>>,
+    /// The event.
     pub ev: Arc<EvRef>,
+}
+
+impl SnapRecord {
+    /// The record to hold again after a restore.
+    pub fn into_record(self) -> Record {
+        Record {
+            t: self.t,
+            corr: self.corr,
+            pos: self.pos,
+            key: self.key,
+            cluster: self.cluster,
+            value: self.value,
+            audit: self.ev.audit.clone(),
+            tie: self.ev.tie,
+            text: Some(Held::Shared(self.ev)),
+        }
+    }
+}
+
+/// Position of one event text in a [`TextLog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextRef {
+    chunk: u64,
+    off: u32,
+    len: u32,
+}
+
+/// Largest text-log chunk (a larger event gets a chunk of its own).
+const LOG_CHUNK_MAX: usize = 256 * 1024;
+/// Smallest text-log chunk.
+const LOG_CHUNK_MIN: usize = 4 * 1024;
+
+/// The event texts of a shard's held records, appended in arrival order into large
+/// chunks. Each chunk counts the records that point into it and is recycled once none
+/// does and every older chunk is gone. Records leave the reorder buffer nearly in arrival
+/// order, so chunks free in order; a straggler keeps its chunk (and the later ones) only
+/// until it is applied, which the allowed lateness bounds.
+///
+/// Why not an `Arc` per event: with the default 45 s lateness every record is held, and
+/// an allocation, a copy, and later a cold reference-count drop and free per event were
+/// about a third of the stateful engine's cost in the state bench. Appending to a chunk is
+/// a sequential copy, and releasing is a counter in a chunk header that stays in cache.
+#[derive(Debug)]
+pub struct TextLog {
+    /// Live chunks: (bytes, records pointing in); `chunks[i]` has id `base + i`.
+    chunks: VecDeque<(Vec<u8>, u32)>,
+    base: u64,
+    /// One emptied chunk kept for reuse, so a steady stream allocates nothing.
+    spare: Option<Vec<u8>>,
+    /// Bytes of chunk capacity held (spare included).
+    chunk_bytes: usize,
+    /// Text bytes of the records pointing in, counted per record (as the state's byte cap
+    /// has always counted a held record's event).
+    held: usize,
+    /// Size of a chunk.
+    chunk: usize,
+}
+
+impl Default for TextLog {
+    fn default() -> TextLog {
+        TextLog::new(LOG_CHUNK_MAX * 16)
+    }
+}
+
+impl TextLog {
+    /// A log whose chunks are a sixteenth of `cap` (a shard's share of the state's byte
+    /// cap), within 4 KiB..256 KiB: a small cap is not used up by one chunk.
+    pub fn new(cap: usize) -> TextLog {
+        TextLog {
+            chunk: (cap / 16).clamp(LOG_CHUNK_MIN, LOG_CHUNK_MAX),
+            chunks: VecDeque::new(),
+            base: 0,
+            spare: None,
+            chunk_bytes: 0,
+            held: 0,
+        }
+    }
+
+    /// Appends `text` for `refs` records; returns its position.
+    pub fn push(&mut self, text: &str, refs: u32) -> TextRef {
+        let b = text.as_bytes();
+        let fits = self
+            .chunks
+            .back()
+            .is_some_and(|(c, _)| c.capacity() - c.len() >= b.len());
+        if !fits {
+            let want = b.len().max(self.chunk);
+            let buf = match self.spare.take() {
+                // Already counted in `bytes`.
+                Some(mut v) if v.capacity() >= want => {
+                    v.clear();
+                    v
+                }
+                other => {
+                    if let Some(v) = other {
+                        self.chunk_bytes -= v.capacity();
+                    }
+                    let v = Vec::with_capacity(want);
+                    self.chunk_bytes += v.capacity();
+                    v
+                }
+            };
+            self.chunks.push_back((buf, 0));
+        }
+        let id = self.base + self.chunks.len() as u64 - 1;
+        let (buf, live) = self.chunks.back_mut().expect("a chunk was just ensured");
+        let off = buf.len() as u32;
+        buf.extend_from_slice(b);
+        *live += refs;
+        self.held += b.len() * refs as usize;
+        TextRef {
+            chunk: id,
+            off,
+            len: b.len() as u32,
+        }
+    }
+
+    /// One more record points at `r`.
+    pub fn retain(&mut self, r: TextRef) {
+        let i = r.chunk.checked_sub(self.base);
+        if let Some((_, live)) = i.and_then(|i| self.chunks.get_mut(i as usize)) {
+            *live += 1;
+            self.held += r.len as usize;
+        }
+    }
+
+    /// The text at `r` (`None` if it was released, which would be a bookkeeping bug).
+    pub fn get(&self, r: TextRef) -> Option<&str> {
+        let i = r.chunk.checked_sub(self.base)? as usize;
+        let (buf, _) = self.chunks.get(i)?;
+        let bytes = buf.get(r.off as usize..(r.off as usize).checked_add(r.len as usize)?)?;
+        std::str::from_utf8(bytes).ok()
+    }
+
+    /// A record pointing at `r` is being applied: its text no longer counts against the
+    /// byte cap (so that applying it does not evict groups for it), though it stays
+    /// readable until [`TextLog::release`].
+    pub fn uncount(&mut self, r: TextRef) {
+        self.held = self.held.saturating_sub(r.len as usize);
+    }
+
+    /// One record pointing at `r` is gone (after [`TextLog::uncount`]); frees the chunks
+    /// nothing points into any more.
+    pub fn release(&mut self, r: TextRef) {
+        let Some(i) = r.chunk.checked_sub(self.base) else {
+            return;
+        };
+        if let Some((_, live)) = self.chunks.get_mut(i as usize) {
+            *live = live.saturating_sub(1);
+        }
+        // Chunk ids only grow, so a ref can never point at a later text.
+        while let Some((_, 0)) = self.chunks.front() {
+            let Some((buf, _)) = self.chunks.pop_front() else {
+                break;
+            };
+            self.base += 1;
+            if self.spare.is_none() && buf.capacity() == self.chunk {
+                self.spare = Some(buf);
+            } else {
+                self.chunk_bytes -= buf.capacity();
+            }
+        }
+    }
+
+    /// What the held records' texts count against the state's byte cap: their lengths,
+    /// per record. The chunks around them cost a little more (the one being filled, one
+    /// spare, and chunks a straggler keeps until it is applied): see [`TextLog::capacity`].
+    pub fn bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Bytes of chunk memory held (spare included).
+    pub fn capacity(&self) -> usize {
+        self.chunk_bytes
+    }
 }
 
 /// One shard of state.
@@ -309,6 +533,8 @@ pub struct Shard {
     pub supp: Vec<KeyMap<(u16, SuppressState)>>,
     /// Per cluster: the reorder buffer.
     pub pending: Vec<Pending>,
+    /// Event texts of the held records.
+    pub log: TextLog,
     /// Estimated bytes held.
     pub bytes: usize,
     /// Largest watermark at the last sweep.
@@ -316,13 +542,14 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// A shard for `n` correlations.
-    pub fn new(n: usize) -> Shard {
+    /// A shard for `n` correlations, with `cap` bytes its share of the state's cap.
+    pub fn new(n: usize, cap: usize) -> Shard {
         Shard {
             groups: (0..n).map(|_| KeyMap::default()).collect(),
             terms: (0..n).map(|_| Baseline::default()).collect(),
             supp: (0..n).map(|_| KeyMap::default()).collect(),
             pending: Vec::new(),
+            log: TextLog::new(cap),
             bytes: 0,
             swept_at: i64::MIN,
         }
@@ -434,8 +661,8 @@ impl Pending {
 /// table's typical load).
 pub const GROUP_SLOT_BYTES: usize = (16 + std::mem::size_of::<Group>() + 1) * 8 / 7;
 
-/// Bytes one pending record costs (plus its event text, shared between its records).
-pub const RECORD_BYTES: usize = std::mem::size_of::<PKey>() + std::mem::size_of::<Record>() + 32;
+/// Bytes one pending record costs (its event text is counted in the shard's text log).
+pub const RECORD_BYTES: usize = std::mem::size_of::<PKey>() + std::mem::size_of::<Record>();
 
 /// The snapshot file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -477,8 +704,79 @@ pub struct CorrSnap {
     /// Re-alert state: (group key, cluster, state).
     pub supp: Vec<(u128, u16, SuppressState)>,
     /// Records not yet applied.
-    pub pending: Vec<Record>,
+    pub pending: Vec<SnapRecord>,
 }
 
 /// Snapshot format version.
 pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_log_reads_back_and_frees_chunks_in_order() {
+        // 4 KiB chunks.
+        let mut log = TextLog::new(64 * 1024);
+        let texts: Vec<String> = (0..100).map(|i| format!("{i:04}").repeat(100)).collect();
+        let refs: Vec<TextRef> = texts.iter().map(|t| log.push(t, 1)).collect();
+        for (t, r) in texts.iter().zip(&refs) {
+            assert_eq!(log.get(*r), Some(t.as_str()));
+        }
+        assert_eq!(log.bytes(), 100 * 400);
+        let chunks = log.chunks.len();
+        assert!(chunks >= 10, "{chunks} chunks of 4 KiB for 40 kB");
+        // A straggler in the first chunk keeps every chunk.
+        for r in &refs[1..50] {
+            log.uncount(*r);
+            log.release(*r);
+        }
+        assert_eq!(log.chunks.len(), chunks);
+        assert_eq!(log.get(refs[0]).map(str::len), Some(400));
+        log.uncount(refs[0]);
+        log.release(refs[0]);
+        assert!(log.chunks.len() < chunks, "released chunks are freed");
+        // A freed text is gone; a newer one is still there.
+        assert_eq!(log.get(refs[0]), None);
+        assert_eq!(log.get(refs[60]), Some(texts[60].as_str()));
+        for r in &refs[50..] {
+            log.uncount(*r);
+            log.release(*r);
+        }
+        assert_eq!(log.bytes(), 0);
+        assert!(log.chunks.is_empty());
+        // One emptied chunk is kept for reuse, no more.
+        assert_eq!(log.capacity(), 4 * 1024);
+        let r = log.push("again", 2);
+        assert_eq!(log.capacity(), 4 * 1024, "the spare chunk was reused");
+        assert_eq!(log.get(r), Some("again"));
+        assert_eq!(log.get(refs[99]), None, "ids never repeat");
+        assert_eq!(log.bytes(), 10, "counted once per record");
+        log.retain(r);
+        assert_eq!(log.bytes(), 15);
+        for _ in 0..3 {
+            log.uncount(r);
+            log.release(r);
+        }
+        assert_eq!(log.bytes(), 0);
+        assert!(log.chunks.is_empty());
+    }
+
+    #[test]
+    fn a_text_larger_than_a_chunk_gets_its_own() {
+        let mut log = TextLog::new(64 * 1024);
+        let big = "x".repeat(10_000);
+        let a = log.push("small", 1);
+        let b = log.push(&big, 1);
+        let c = log.push("after", 1);
+        assert_eq!(log.get(a), Some("small"));
+        assert_eq!(log.get(b), Some(big.as_str()));
+        assert_eq!(log.get(c), Some("after"));
+        for r in [b, c, a] {
+            log.uncount(r);
+            log.release(r);
+        }
+        // The big chunk is not kept as the spare.
+        assert!(log.capacity() <= 4 * 1024, "{}", log.capacity());
+    }
+}
