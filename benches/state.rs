@@ -5,7 +5,8 @@
 //! Run: `cargo bench --bench state` (release profile). Scale with `STATE_BENCH_EVENTS`
 //! (default 1,200,000) and `STATE_BENCH_USERS` (default 33,334: 30 rules x 33,334 users
 //! = 1,000,020 group keys); `cargo bench --bench state -- fanout1` runs only the fan-out-1
-//! scenario. Prints one line per figure; a plain harness rather than
+//! scenario; `-- --pipeline BIN [fanout1]` times `audithawk scan` (the binary BIN) on the
+//! same events instead. Prints one line per figure; a plain harness rather than
 //! criterion because building a million live groups is the set-up, not the measured loop.
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -154,7 +155,8 @@ fn main() {
         .position(|a| a == "--pipeline")
         .and_then(|i| args.get(i + 1))
     {
-        pipeline(std::path::Path::new(bin), n_events, users, step_us);
+        let fanout1 = args.iter().any(|a| a == "fanout1");
+        pipeline(std::path::Path::new(bin), n_events, users, step_us, fanout1);
         return;
     }
     let text = rules_text();
@@ -320,13 +322,14 @@ fn main() {
 /// The correlations say `generate: true`, so both runs render the same base-rule alerts
 /// and differ by the stateful engine alone. Runs alternate, three of each; wall and CPU
 /// time (user + system of the child) are reported, best and median.
-fn pipeline(bin: &std::path::Path, n_events: usize, users: usize, step_us: i64) {
+fn pipeline(bin: &std::path::Path, n_events: usize, users: usize, step_us: i64, fanout1: bool) {
     use std::io::Write as _;
+    let scenario = if fanout1 { "fanout1-" } else { "" };
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
         .join("bench-data")
-        .join(format!("state-{n_events}-{users}-{step_us}"));
+        .join(format!("state-{scenario}{n_events}-{users}-{step_us}"));
     std::fs::create_dir_all(&dir).expect("bench-data dir");
     let log = dir.join("events.jsonl");
     if !log.exists() {
@@ -334,22 +337,34 @@ fn pipeline(bin: &std::path::Path, n_events: usize, users: usize, step_us: i64) 
         let tmp = dir.join("events.partial");
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).expect("events file"));
         for i in 0..n_events {
-            writeln!(w, "{}", event(i, users, step_us)).expect("write events");
+            let e = if fanout1 {
+                fanout1_event(i, users, step_us)
+            } else {
+                event(i, users, step_us)
+            };
+            writeln!(w, "{e}").expect("write events");
         }
         w.flush().expect("write events");
         drop(w);
         std::fs::rename(&tmp, &log).expect("rename events file");
     }
-    let text = rules_text();
-    let split = text.find("title: count 0").unwrap_or(text.len());
+    let (base, corrs) = if fanout1 {
+        fanout1_rule_parts()
+    } else {
+        let text = rules_text();
+        let split = text.find("title: count 0").unwrap_or(text.len());
+        (
+            text[..split].to_string(),
+            text[split..].replace("correlation: {", "generate: true\ncorrelation: {"),
+        )
+    };
     let base_dir = dir.join("rules-base");
     let corr_dir = dir.join("rules-corr");
     for d in [&base_dir, &corr_dir] {
         std::fs::create_dir_all(d).expect("rules dir");
     }
-    std::fs::write(base_dir.join("base.yml"), &text[..split]).expect("rules");
-    let corrs = text[split..].replace("correlation: {", "generate: true\ncorrelation: {");
-    std::fs::write(corr_dir.join("base.yml"), &text[..split]).expect("rules");
+    std::fs::write(base_dir.join("base.yml"), &base).expect("rules");
+    std::fs::write(corr_dir.join("base.yml"), &base).expect("rules");
     std::fs::write(corr_dir.join("corr.yml"), corrs).expect("rules");
 
     // Children's CPU time (user + system, clock ticks of 10 ms) from /proc/self/stat.
@@ -441,15 +456,22 @@ const RES30: [&str; 5] = [
 /// build exactly the same base-rule alerts and differ by the correlator alone. Windows are
 /// 30 minutes, so every group made during the run is still live at its end.
 fn fanout1_rules() -> String {
-    let mut t = String::new();
+    let (base, corrs) = fanout1_rule_parts();
+    format!("{base}---\n{corrs}")
+}
+
+/// The fan-out-1 rules as (base rules, correlations), two YAML streams.
+fn fanout1_rule_parts() -> (String, String) {
+    let mut base = Vec::new();
+    let mut corrs = Vec::new();
     for (k, (v, r)) in VERBS30
         .iter()
         .flat_map(|v| RES30.iter().map(move |r| (v, r)))
         .enumerate()
     {
-        t += &format!(
-            "title: base {k}\nid: f1-base-{k}\nname: f1_base_{k}\nlevel: low\nlogsource: {{product: kubernetes, service: audit}}\ndetection:\n  s: {{verb: {v}, objectRef.resource: {r}}}\n  condition: s\n---\n"
-        );
+        base.push(format!(
+            "title: base {k}\nid: f1-base-{k}\nname: f1_base_{k}\nlevel: low\nlogsource: {{product: kubernetes, service: audit}}\ndetection:\n  s: {{verb: {v}, objectRef.resource: {r}}}\n  condition: s\n"
+        ));
         let c = match k % 5 {
             0 => "{type: event_count, rules: [BASE], group-by: [user.username], timespan: 30m, condition: {gte: 50}, generate: true}".to_string(),
             1 => "{type: event_count, rules: [BASE], group-by: [user.username, objectRef.namespace], timespan: 30m, condition: {gte: 20}, generate: true}".to_string(),
@@ -457,13 +479,13 @@ fn fanout1_rules() -> String {
             3 => "{type: new_terms, rules: [BASE], fields: [user.username, userAgent], history: 7d, learning: 1d, generate: true}".to_string(),
             _ => "{type: temporal, rules: [BASE, f1_rare], group-by: [user.username], timespan: 30m, generate: true}".to_string(),
         };
-        t += &format!(
-            "title: corr {k}\nid: f1-corr-{k}\ncorrelation: {}\n---\n",
+        corrs.push(format!(
+            "title: corr {k}\nid: f1-corr-{k}\ncorrelation: {}\n",
             c.replace("BASE", &format!("f1_base_{k}"))
-        );
+        ));
     }
-    t += "title: rare\nid: f1-rare\nname: f1_rare\nlevel: high\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  s: {verb: escalate}\n  condition: s\n";
-    t
+    base.push("title: rare\nid: f1-rare\nname: f1_rare\nlevel: high\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  s: {verb: escalate}\n  condition: s\n".to_string());
+    (base.join("---\n"), corrs.join("---\n"))
 }
 
 /// Event `i`: user `i % users`, and the pair `(i / users) % 30`, so each block of `users`

@@ -55,9 +55,22 @@ pub struct EvRef {
     pub cluster: Option<Arc<str>>,
     /// Its auditID.
     pub audit: CompactId,
-    /// Hash of the text: orders records with equal times the same whatever the arrival
-    /// order. Computed once per event, shared by all its records.
+    /// Orders records with equal times the same whatever the arrival order ([`tie_of`]).
+    /// Computed once per event, shared by all its records.
     pub tie: u64,
+}
+
+/// The tie-break of records with equal event times: the same for an event whatever the
+/// arrival order. An event is named by its auditID and stage (unique per request stage, and
+/// what de-duplication keys on), which is several times cheaper to hash than the whole
+/// text; an event without an auditID falls back to its text.
+fn tie_of(ev: &AuditEvent<'_>) -> u64 {
+    let id = ev.audit_id();
+    if id.is_empty() {
+        xxhash_rust::xxh3::xxh3_64(ev.raw.text().as_bytes())
+    } else {
+        xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), ev.stage() as u64)
+    }
 }
 
 /// What every record of one event shares.
@@ -1019,7 +1032,7 @@ impl Correlator {
             // held one from its shard's text log (copied there once per shard).
             let src = RecSrc {
                 audit: CompactId::new(ev.audit_id()),
-                tie: xxhash_rust::xxh3::xxh3_64(ev.raw.text().as_bytes()),
+                tie: tie_of(ev),
                 text: None,
             };
             let live = Live {

@@ -196,15 +196,55 @@ pub struct Clock {
 }
 
 /// All clusters' clocks, interned to small ids.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clocks {
     ids: RwLock<HashMap<Option<Arc<str>>, u16>>,
     clocks: RwLock<Vec<Arc<Clock>>>,
+    /// Tells this instance's entries in [`LAST_CLUSTER`] from another's.
+    uid: u64,
+}
+
+impl Default for Clocks {
+    fn default() -> Clocks {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Clocks {
+            ids: RwLock::default(),
+            clocks: RwLock::default(),
+            uid: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// A thread's last interned cluster: (clocks uid, cluster, id).
+type LastCluster = Option<(u64, Option<Arc<str>>, u16)>;
+
+thread_local! {
+    /// Nearly every event of a batch has the cluster of the one before: this spares the
+    /// map's shared lock (a cache line both workers write) and a string hash per event.
+    /// It holds the `Arc`, so a pointer match cannot come from a freed and reused address.
+    static LAST_CLUSTER: std::cell::RefCell<LastCluster> = const { std::cell::RefCell::new(None) };
 }
 
 impl Clocks {
     /// The id of `cluster`, interning it on first sight.
     pub fn intern(&self, cluster: Option<&Arc<str>>) -> u16 {
+        let hit = LAST_CLUSTER.with(|l| match &*l.borrow() {
+            Some((uid, c, id)) if *uid == self.uid => match (c, cluster) {
+                (None, None) => Some(*id),
+                (Some(a), Some(b)) if Arc::ptr_eq(a, b) => Some(*id),
+                _ => None,
+            },
+            _ => None,
+        });
+        if let Some(id) = hit {
+            return id;
+        }
+        let id = self.intern_slow(cluster);
+        LAST_CLUSTER.with(|l| *l.borrow_mut() = Some((self.uid, cluster.cloned(), id)));
+        id
+    }
+
+    fn intern_slow(&self, cluster: Option<&Arc<str>>) -> u16 {
         let key = cluster.cloned();
         if let Some(id) = self.ids.read().get(&key) {
             return *id;
@@ -267,7 +307,7 @@ pub fn wm_of(c: &Clock, lateness: i64) -> i64 {
 pub struct PKey {
     /// Event time (µs).
     pub t: i64,
-    /// Hash of the event text.
+    /// Tie-break of equal times (see [`EvRef::tie`]).
     pub tie: u64,
     /// Correlation index.
     pub corr: u32,
@@ -301,7 +341,7 @@ pub struct Record {
     pub value: Option<Box<str>>,
     /// The event's auditID.
     pub audit: CompactId,
-    /// Hash of the event text (see [`EvRef::tie`]).
+    /// Tie-break of equal times (see [`EvRef::tie`]).
     pub tie: u64,
     /// Where the event text is; `None` only while a record is applied straight from the
     /// event being observed (it is never held like that).
@@ -760,6 +800,24 @@ mod tests {
         }
         assert_eq!(log.bytes(), 0);
         assert!(log.chunks.is_empty());
+    }
+
+    #[test]
+    fn interning_is_per_instance_and_by_name() {
+        let (a, b) = (Clocks::default(), Clocks::default());
+        let x: Arc<str> = Arc::from("x");
+        let y: Arc<str> = Arc::from("y");
+        assert_eq!(a.intern(None), 0);
+        assert_eq!(a.intern(Some(&x)), 1);
+        // The same name in another Arc is the same cluster.
+        assert_eq!(a.intern(Some(&Arc::from("x"))), 1);
+        // Another instance on the same thread does not see the first one's last cluster.
+        assert_eq!(b.intern(Some(&y)), 0);
+        assert_eq!(a.intern(Some(&y)), 2);
+        assert_eq!(b.intern(Some(&x)), 1);
+        assert_eq!(a.intern(Some(&x)), 1);
+        assert_eq!(a.intern(None), 0);
+        assert_eq!(b.intern(None), 2);
     }
 
     #[test]
