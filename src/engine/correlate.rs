@@ -33,8 +33,8 @@ use serde_json::{json, Value};
 use super::baseline::ENTRY_BYTES;
 use super::state::{
     wm_of, Clocks, ClusterSnap, CorrSnap, Held, PKey, Record, Shard, SnapRecord, SnapshotFile,
-    StateConfig, StateError, TextLog, TextRef, GROUP_SLOT_BYTES, RECORD_BYTES, SHARDS,
-    SNAPSHOT_FILE, SNAPSHOT_VERSION,
+    StateConfig, StateError, TextLog, TextRef, GROUP_SLOT_BYTES, SHARDS, SNAPSHOT_FILE,
+    SNAPSHOT_VERSION,
 };
 use super::suppress::{Exception, Exceptions, Verdict};
 use super::window::{CompactId, Firing, Group, GroupState, Hit, Outcome, Shape, RING_MAX};
@@ -87,6 +87,22 @@ struct Live<'e, 'a> {
     ev: &'e AuditEvent<'a>,
     src: &'e RecSrc,
     made: std::cell::OnceCell<Arc<EvRef>>,
+}
+
+impl Live<'_, '_> {
+    /// The observed event as an [`EvRef`], copied once however often it is asked for.
+    fn event(&self) -> Arc<EvRef> {
+        self.made
+            .get_or_init(|| {
+                Arc::new(EvRef {
+                    raw: self.ev.raw.text().into(),
+                    cluster: self.ev.cluster.clone(),
+                    audit: self.src.audit.clone(),
+                    tie: self.src.tie,
+                })
+            })
+            .clone()
+    }
 }
 
 /// What the correlator needs to know about the base rules.
@@ -1059,6 +1075,10 @@ impl Correlator {
             }
             // Stable: records of one shard keep their order.
             recs.sort_by_key(|(s, _)| *s);
+            // An event whose records all go to one shard keeps its text in that shard's
+            // log; one that feeds several shards shares one copy between them instead
+            // (copying it into every shard's log cost more than the allocation).
+            let one_shard = recs.first().map(|(s, _)| *s) == recs.last().map(|(s, _)| *s);
             let mut it = recs.drain(..).peekable();
             while let Some((s, first)) = it.next() {
                 touched[s] = true;
@@ -1076,15 +1096,18 @@ impl Correlator {
                         // order by definition, so the reorder buffer is skipped.
                         self.apply(&mut sh, r, Some(&live), false, wm, out);
                     } else {
-                        let at = match logged {
-                            Some(at) => {
-                                sh.log.retain(at);
-                                at
-                            }
-                            None => *logged.insert(sh.log.push(ev.raw.text(), 1)),
-                        };
-                        r.text = Some(Held::Log(at));
-                        sh.bytes += RECORD_BYTES;
+                        r.text = Some(if one_shard {
+                            Held::Log(match logged {
+                                Some(at) => {
+                                    sh.log.retain(at);
+                                    at
+                                }
+                                None => *logged.insert(sh.log.push(ev.raw.text(), 1)),
+                            })
+                        } else {
+                            Held::Shared(live.event())
+                        });
+                        sh.bytes += r.held_bytes();
                         let k = Self::pkey(&r);
                         if let Some(old) = sh.pending_mut(cid).insert(k, r) {
                             Self::unhold(&mut sh, &old);
@@ -1130,7 +1153,7 @@ impl Correlator {
                 let Some((_, r)) = sh.pending[c].pop_first() else {
                     break;
                 };
-                sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES);
+                sh.bytes = sh.bytes.saturating_sub(r.held_bytes());
                 self.apply(sh, r, None, false, wm, out);
             }
             sh.pending[c].trim();
@@ -1158,7 +1181,7 @@ impl Correlator {
             let Some((_, r)) = sh.pending[c].pop_first() else {
                 break;
             };
-            sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES);
+            sh.bytes = sh.bytes.saturating_sub(r.held_bytes());
             let wm = self.clocks.watermark(c as u16, self.lateness);
             self.apply(sh, r, None, false, wm, out);
             released += 1;
@@ -1332,7 +1355,7 @@ impl Correlator {
 
     /// A held record replaced by another with the same key: its bytes and text go.
     fn unhold(sh: &mut Shard, old: &Record) {
-        sh.bytes = sh.bytes.saturating_sub(RECORD_BYTES);
+        sh.bytes = sh.bytes.saturating_sub(old.held_bytes());
         if let Some(at) = old.log_ref() {
             sh.log.uncount(at);
             sh.log.release(at);
@@ -1355,18 +1378,7 @@ impl Correlator {
                 audit: rec.audit.clone(),
                 tie: rec.tie,
             })),
-            None => live.map(|l| {
-                l.made
-                    .get_or_init(|| {
-                        Arc::new(EvRef {
-                            raw: l.ev.raw.text().into(),
-                            cluster: l.ev.cluster.clone(),
-                            audit: l.src.audit.clone(),
-                            tie: l.src.tie,
-                        })
-                    })
-                    .clone()
-            }),
+            None => live.map(Live::event),
         }
     }
 
@@ -1991,7 +2003,7 @@ impl Correlator {
                 r.corr = i as u32;
                 let s = self.route(i, r.key, name.as_deref());
                 let mut sh = self.shards[s].lock();
-                sh.bytes += RECORD_BYTES;
+                sh.bytes += r.held_bytes();
                 let k = Self::pkey(&r);
                 match sh.pending_mut(cid).insert(k, r) {
                     Some(old) => Self::unhold(&mut sh, &old),

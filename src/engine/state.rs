@@ -349,6 +349,16 @@ pub struct Record {
 }
 
 impl Record {
+    /// What a held record counts against the byte cap beyond its log text: itself, and a
+    /// shared event's text (counted per record, as the log counts its texts).
+    pub fn held_bytes(&self) -> usize {
+        RECORD_BYTES
+            + match &self.text {
+                Some(Held::Shared(e)) => e.raw.len(),
+                _ => 0,
+            }
+    }
+
     /// The text-log entry this record keeps alive, if any.
     pub fn log_ref(&self) -> Option<TextRef> {
         match self.text {
@@ -427,6 +437,8 @@ const LOG_CHUNK_MIN: usize = 4 * 1024;
 /// an allocation, a copy, and later a cold reference-count drop and free per event were
 /// about a third of the stateful engine's cost in the state bench. Appending to a chunk is
 /// a sequential copy, and releasing is a counter in a chunk header that stays in cache.
+/// An event whose records go to several shards still shares one `Arc` ([`Held::Shared`]):
+/// a copy into each shard's log cost more than that.
 #[derive(Debug)]
 pub struct TextLog {
     /// Live chunks: (bytes, records pointing in); `chunks[i]` has id `base + i`.
