@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 use super::baseline::ENTRY_BYTES;
 use super::state::{
-    wm_of, Clocks, ClusterSnap, CorrSnap, Held, PKey, Record, Shard, SnapRecord, SnapshotFile,
+    wm_of, Clocks, ClusterSnap, CorrSnap, Held, Record, Shard, SnapRecord, SnapshotFile,
     StateConfig, StateError, TextLog, TextRef, GROUP_SLOT_BYTES, SHARDS, SNAPSHOT_FILE,
     SNAPSHOT_VERSION,
 };
@@ -971,6 +971,7 @@ impl Correlator {
                         key,
                         cluster,
                         value: None,
+                        vhash: 0,
                         audit: src.audit.clone(),
                         tie: src.tie,
                         text: src.text.clone(),
@@ -982,8 +983,10 @@ impl Correlator {
             // Copies for every key but the last, which takes the values themselves.
             let recs = &mut out[start..];
             let keys = recs.len() / nv;
+            let hashes: Vec<u64> = vals.iter().map(|v| Record::value_hash(Some(v))).collect();
             for (ki, chunk) in recs.chunks_mut(nv).enumerate() {
-                for ((_, r), v) in chunk.iter_mut().zip(vals.iter_mut()) {
+                for (((_, r), v), h) in chunk.iter_mut().zip(vals.iter_mut()).zip(&hashes) {
+                    r.vhash = *h;
                     r.value = Some(if ki + 1 == keys {
                         std::mem::take(v)
                     } else {
@@ -998,20 +1001,6 @@ impl Correlator {
                 &[("rule", &c.def.meta.id)],
                 1,
             );
-        }
-    }
-
-    fn pkey(rec: &Record) -> PKey {
-        PKey {
-            t: rec.t,
-            tie: rec.tie,
-            corr: rec.corr,
-            rpos: u16::MAX - rec.pos,
-            key: rec.key,
-            vhash: rec
-                .value
-                .as_deref()
-                .map_or(0, |v| xxhash_rust::xxh3::xxh3_64(v.as_bytes())),
         }
     }
 
@@ -1108,8 +1097,7 @@ impl Correlator {
                             Held::Shared(live.event())
                         });
                         sh.bytes += r.held_bytes();
-                        let k = Self::pkey(&r);
-                        if let Some(old) = sh.pending_mut(cid).insert(k, r) {
+                        if let Some(old) = sh.pending_mut(cid).insert(r) {
                             Self::unhold(&mut sh, &old);
                         }
                     }
@@ -1149,8 +1137,8 @@ impl Correlator {
             wmax = wmax.max(wm);
             // Every record before the watermark leaves the buffer, in order. Applying
             // never adds to the buffer (chained records are applied inline).
-            while sh.pending[c].first_key().is_some_and(|k| k.t < wm) {
-                let Some((_, r)) = sh.pending[c].pop_first() else {
+            while sh.pending[c].first_time().is_some_and(|t| t < wm) {
+                let Some(r) = sh.pending[c].pop_first() else {
                     break;
                 };
                 sh.bytes = sh.bytes.saturating_sub(r.held_bytes());
@@ -1175,10 +1163,10 @@ impl Correlator {
         let mut released = 0u64;
         while sh.bytes + sh.log.bytes() > cap {
             let oldest = (0..sh.pending.len())
-                .filter_map(|c| sh.pending[c].first_key().map(|k| (k.t, c)))
+                .filter_map(|c| sh.pending[c].first_time().map(|t| (t, c)))
                 .min();
             let Some((_, c)) = oldest else { break };
-            let Some((_, r)) = sh.pending[c].pop_first() else {
+            let Some(r) = sh.pending[c].pop_first() else {
                 break;
             };
             sh.bytes = sh.bytes.saturating_sub(r.held_bytes());
@@ -2004,8 +1992,7 @@ impl Correlator {
                 let s = self.route(i, r.key, name.as_deref());
                 let mut sh = self.shards[s].lock();
                 sh.bytes += r.held_bytes();
-                let k = Self::pkey(&r);
-                match sh.pending_mut(cid).insert(k, r) {
+                match sh.pending_mut(cid).insert(r) {
                     Some(old) => Self::unhold(&mut sh, &old),
                     None => st.pending += 1,
                 }

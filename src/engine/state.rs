@@ -339,6 +339,8 @@ pub struct Record {
     pub cluster: u16,
     /// The counted value (value_count).
     pub value: Option<Box<str>>,
+    /// Hash of the counted value (0 without one): part of the buffer order.
+    pub vhash: u64,
     /// The event's auditID.
     pub audit: CompactId,
     /// Tie-break of equal times (see [`EvRef::tie`]).
@@ -349,6 +351,25 @@ pub struct Record {
 }
 
 impl Record {
+    /// Its place in the reorder buffer. Derived rather than stored beside the record: a
+    /// held record's size is most of the buffer's memory traffic (in the state bench,
+    /// 64 bytes more per record cost 6–8 points of stateless time).
+    pub fn pkey(&self) -> PKey {
+        PKey {
+            t: self.t,
+            tie: self.tie,
+            corr: self.corr,
+            rpos: u16::MAX - self.pos,
+            key: self.key,
+            vhash: self.vhash,
+        }
+    }
+
+    /// The hash a counted value orders by.
+    pub fn value_hash(value: Option<&str>) -> u64 {
+        value.map_or(0, |v| xxhash_rust::xxh3::xxh3_64(v.as_bytes()))
+    }
+
     /// What a held record counts against the byte cap beyond its log text: itself, and a
     /// shared event's text (counted per record, as the log counts its texts).
     pub fn held_bytes(&self) -> usize {
@@ -406,6 +427,7 @@ impl SnapRecord {
             pos: self.pos,
             key: self.key,
             cluster: self.cluster,
+            vhash: Record::value_hash(self.value.as_deref()),
             value: self.value,
             audit: self.ev.audit.clone(),
             tie: self.ev.tie,
@@ -632,7 +654,7 @@ const RUN_INSERT_WINDOW: usize = 32;
 /// was about half of the stateful engine's time.
 #[derive(Debug, Default)]
 pub struct Pending {
-    run: VecDeque<(PKey, Record)>,
+    run: VecDeque<Record>,
     side: BTreeMap<PKey, Record>,
 }
 
@@ -648,47 +670,48 @@ impl Pending {
     }
 
     /// Adds a record; returns the record it replaced (same key), if any.
-    pub fn insert(&mut self, k: PKey, r: Record) -> Option<Record> {
+    pub fn insert(&mut self, r: Record) -> Option<Record> {
+        let k = r.pkey();
         match self.run.back() {
             None if self.side.is_empty() => {
-                self.run.push_back((k, r));
+                self.run.push_back(r);
                 return None;
             }
-            Some((b, _)) if *b < k => {
-                self.run.push_back((k, r));
+            Some(b) if b.pkey() < k => {
+                self.run.push_back(r);
                 return None;
             }
             _ => {}
         }
-        match self.run.binary_search_by(|(x, _)| x.cmp(&k)) {
-            Ok(i) => self.run.get_mut(i).map(|e| std::mem::replace(&mut e.1, r)),
+        match self.run.binary_search_by(|x| x.pkey().cmp(&k)) {
+            Ok(i) => self.run.get_mut(i).map(|e| std::mem::replace(e, r)),
             Err(i) if self.run.len() - i <= RUN_INSERT_WINDOW && !self.side.contains_key(&k) => {
-                self.run.insert(i, (k, r));
+                self.run.insert(i, r);
                 None
             }
             Err(_) => self.side.insert(k, r),
         }
     }
 
-    /// The smallest key held.
-    pub fn first_key(&self) -> Option<&PKey> {
+    /// The smallest time held (what draining and shedding look at).
+    pub fn first_time(&self) -> Option<i64> {
         match (self.run.front(), self.side.first_key_value()) {
-            (Some((a, _)), Some((b, _))) => Some(a.min(b)),
-            (Some((a, _)), None) => Some(a),
-            (None, Some((b, _))) => Some(b),
+            (Some(a), Some((b, _))) => Some(a.t.min(b.t)),
+            (Some(a), None) => Some(a.t),
+            (None, Some((b, _))) => Some(b.t),
             (None, None) => None,
         }
     }
 
     /// Removes the record with the smallest key.
-    pub fn pop_first(&mut self) -> Option<(PKey, Record)> {
+    pub fn pop_first(&mut self) -> Option<Record> {
         let from_side = match (self.run.front(), self.side.first_key_value()) {
-            (Some((a, _)), Some((b, _))) => b < a,
+            (Some(a), Some((b, _))) => *b < a.pkey(),
             (None, Some(_)) => true,
             _ => false,
         };
         if from_side {
-            self.side.pop_first()
+            self.side.pop_first().map(|(_, r)| r)
         } else {
             self.run.pop_front()
         }
@@ -705,7 +728,7 @@ impl Pending {
 
     /// Every held record, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &Record> {
-        self.run.iter().map(|(_, r)| r).chain(self.side.values())
+        self.run.iter().chain(self.side.values())
     }
 }
 
@@ -714,7 +737,7 @@ impl Pending {
 pub const GROUP_SLOT_BYTES: usize = (16 + std::mem::size_of::<Group>() + 1) * 8 / 7;
 
 /// Bytes one pending record costs (its event text is counted in the shard's text log).
-pub const RECORD_BYTES: usize = std::mem::size_of::<PKey>() + std::mem::size_of::<Record>();
+pub const RECORD_BYTES: usize = std::mem::size_of::<Record>();
 
 /// The snapshot file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -812,6 +835,13 @@ mod tests {
         }
         assert_eq!(log.bytes(), 0);
         assert!(log.chunks.is_empty());
+    }
+
+    #[test]
+    fn a_held_record_stays_small() {
+        // Its size is most of the reorder buffer's memory traffic (see Record::pkey).
+        eprintln!("Record: {} B", std::mem::size_of::<Record>());
+        assert!(std::mem::size_of::<Record>() <= 112);
     }
 
     #[test]
