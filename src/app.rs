@@ -411,7 +411,13 @@ pub async fn detect_kafka(
             s.delivery().buffer,
             crate::sinks::config::BufferConfig::Memory { .. }
         ) {
-            tracing::warn!(sink = %s.name(), "Offsets are committed once alerts are in a sink's queue; this sink's queue is in memory, so a detector crash can lose the alerts it holds. Use `delivery.buffer.type: disk`.");
+            // stdout has no `delivery` settings: name the remedy that exists for it.
+            let remedy = if matches!(s, crate::config::SinkConfig::Stdout(_)) {
+                "stdout cannot buffer on disk; where that matters, deliver through a sink with `delivery.buffer.type: disk`"
+            } else {
+                "set `delivery.buffer.type: disk`"
+            };
+            tracing::warn!(sink = %s.name(), remedy, "Offsets are committed once alerts are in a sink's queue; this sink's queue is in memory, so a detector crash can lose the alerts it holds.");
         }
     }
     let router = Arc::new(crate::pipeline::RouterSlot::new(

@@ -5,7 +5,7 @@
 //! sinks:
 //!   - type: splunk_hec
 //!     endpoint: https://splunk.example.com:8088
-//!     token: ${SPLUNK_HEC_TOKEN}
+//!     token: 6f1e0c2a-7b1d-4c55-9c0e-2f1f2a6b9d10
 //!     index: k8s_alerts
 //!     delivery: {buffer: {type: disk, max_bytes: 1073741824}}
 //!   - type: webhook
